@@ -1,0 +1,8 @@
+"""Root URLs: the composition of every app's pages."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]
