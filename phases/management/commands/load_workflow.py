@@ -1,0 +1,77 @@
+"""Load a workflow from a YAML file, or keep reloading the files of a folder as they change."""
+
+import signal
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from phases.services import workflow_load
+from phases.watch import WorkflowWatcher
+from phases.workflow_files import WorkflowFileError, read_workflow_file
+
+
+def parse_remap(values):
+    remap = {}
+    for value in values:
+        old, sep, new = value.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise CommandError(f"--remap {value!r}: write it as OLD_PHASE=NEW_PHASE")
+        remap[old.strip()] = new.strip()
+    return remap
+
+
+class Command(BaseCommand):
+    help = "Validate a workflow YAML file and load it into the database (all or nothing)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", nargs="?", help="The workflow file to load.")
+        parser.add_argument("--slug", help="Slug of the workflow (default: the file's 'slug' key or its name).")
+        parser.add_argument("--overwrite", action="store_true", help="Replace a workflow that already exists.")
+        parser.add_argument(
+            "--remap",
+            action="append",
+            default=[],
+            metavar="OLD=NEW",
+            help="Move what uses a phase the file removes to another phase; repeat as needed.",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Check everything, change nothing.")
+        parser.add_argument("--watch", metavar="DIR", help="Reload workflow files in DIR whenever they change.")
+        parser.add_argument("--interval", type=float, default=1.0, help="Seconds between checks with --watch.")
+
+    def handle(self, *args, **options):
+        if options["watch"]:
+            return self.watch(options["watch"], options["interval"])
+        if not options["file"]:
+            raise CommandError("Give a workflow file to load, or --watch DIR.")
+        path = Path(options["file"])
+        remap = parse_remap(options["remap"])
+        try:
+            definition = read_workflow_file(path)
+            result = workflow_load(
+                definition=definition,
+                slug=options["slug"] or definition.slug or path.stem,
+                overwrite=options["overwrite"],
+                remap=remap,
+                dry_run=options["dry_run"],
+            )
+        except WorkflowFileError as exc:
+            exc.source = exc.source or str(path)
+            raise CommandError(exc.describe()) from None
+        self.stdout.write(self.style.SUCCESS(result.summary()))
+
+    def watch(self, folder, interval):
+        watcher = WorkflowWatcher(Path(folder))
+        self.stopping = False
+
+        def stop(signum, frame):
+            self.stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        self.stdout.write(f"Watching {folder} for workflow changes (Ctrl-C stops).")
+        while not self.stopping:
+            for report in watcher.poll():
+                style = self.style.SUCCESS if report.ok else self.style.ERROR
+                self.stdout.write(style(report.message))
+            time.sleep(interval)
