@@ -1,0 +1,54 @@
+"""Shared fixtures. The cast: Alice runs the team (staff), Bob works on her board,
+Charlie is a user who must see nothing of it."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from board.models import Board
+from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
+from phases.models import Workflow
+from phases.services import workflow_load
+from phases.workflow_files import read_workflow_file
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The real hasher is slow on purpose; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def workflow(db):
+    """The default workflow; reloaded when a transactional test has flushed the data migration's copy."""
+    existing = Workflow.objects.filter(slug=DEFAULT_WORKFLOW_SLUG).first()
+    if existing:
+        return existing
+    return workflow_load(definition=read_workflow_file(DEFAULT_WORKFLOW_FILE), slug=DEFAULT_WORKFLOW_SLUG).workflow
+
+
+@pytest.fixture
+def phase(workflow):
+    """A phase of the default workflow by key."""
+    return lambda key: workflow.phases.get(key=key)
+
+
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user("alice", "alice@example.org", "password", is_staff=True)
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob", "bob@example.org", "password")
+
+
+@pytest.fixture
+def charlie(db):
+    return get_user_model().objects.create_user("charlie", "charlie@example.org", "password")
+
+
+@pytest.fixture
+def board(workflow, alice, bob):
+    board = Board.objects.create(name="Alice's board", slug="alices-board", workflow=workflow)
+    board.members.add(alice, bob)
+    return board
