@@ -1,0 +1,69 @@
+"""The settings helpers: environment values are read strictly, bad ones stop the start-up."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from omoi_site.settings import envbool, envint, envlist
+
+
+def test_envbool_reads_the_usual_spellings(monkeypatch):
+    for value, expected in [("true", True), ("1", True), ("YES", True), ("off", False), ("0", False), ("", False)]:
+        monkeypatch.setenv("OMOI_FLAG", value)
+        assert envbool("OMOI_FLAG", "false") is expected
+    monkeypatch.delenv("OMOI_FLAG")
+    assert envbool("OMOI_FLAG", "true") is True
+
+
+def test_envbool_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv("OMOI_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="OMOI_FLAG must be one of"):
+        envbool("OMOI_FLAG", "false")
+
+
+def test_envint_refuses_non_numbers_and_small_values(monkeypatch):
+    monkeypatch.setenv("OMOI_NUMBER", "12")
+    assert envint("OMOI_NUMBER", "5") == 12
+    monkeypatch.setenv("OMOI_NUMBER", "twelve")
+    with pytest.raises(ImproperlyConfigured, match="OMOI_NUMBER must be an integer, not 'twelve'"):
+        envint("OMOI_NUMBER", "5")
+    monkeypatch.setenv("OMOI_NUMBER", "-1")
+    with pytest.raises(ImproperlyConfigured, match="at least 0"):
+        envint("OMOI_NUMBER", "5", minimum=0)
+
+
+def test_envlist_splits_on_commas(monkeypatch):
+    monkeypatch.setenv("OMOI_HOSTS", " a.example , b.example,,")
+    assert envlist("OMOI_HOSTS", "") == ["a.example", "b.example"]
+
+
+def settings_with(**env):
+    code = "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'], settings.CHANNEL_LAYERS['default']['BACKEND'])"
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "omoi_site.settings", "DATABASE_URL": "", "REDIS_URL": ""}
+    environ.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+
+
+def test_the_defaults_are_sqlite_and_the_in_memory_layer():
+    result = settings_with()
+    assert result.stdout.split() == ["django.db.backends.sqlite3", "channels.layers.InMemoryChannelLayer"]
+
+
+def test_urls_select_postgresql_and_redis():
+    result = settings_with(DATABASE_URL="postgres://u@127.0.0.1:5432/omoi", REDIS_URL="redis://127.0.0.1:6379/0")
+    assert result.stdout.split() == ["django.db.backends.postgresql", "channels_redis.core.RedisChannelLayer"]
+
+
+def test_production_needs_a_secret_key():
+    result = settings_with(DEBUG="false", SECRET_KEY="")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_a_bad_value_stops_the_start_up():
+    result = settings_with(DEBUG="perhaps")
+    assert result.returncode != 0
+    assert "DEBUG must be one of" in result.stderr
