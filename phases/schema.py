@@ -21,6 +21,8 @@ def is_holding_phase(phase_id, configuration):
     return holding is True
 
 
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+
 PhaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]
 ColumnId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -77,7 +79,7 @@ class ColumnDefinition(_Strict):
 
 
 class WorkflowDefinition(_Strict):
-    slug: Annotated[str, StringConstraints(pattern=r"^[-a-zA-Z0-9_]+$", max_length=100)] | None = None
+    slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=100)] | None = None
     name: Name
     description: str = ""
     phases: Annotated[list[PhaseDefinition], Field(min_length=1)]
@@ -87,13 +89,21 @@ class WorkflowDefinition(_Strict):
         """The board columns, or one column per phase when the file names none."""
         if self.board_columns is not None:
             return self.board_columns
-        return [
-            ColumnDefinition(
-                id=phase.id.lower().removeprefix("phase_").replace("_", "-"),
-                name=phase.name,
-                sequence_order=phase.sequence_order,
-                phase_mapping=[phase.id],
-                is_terminal=phase.is_terminal,
+        columns, used = [], set()
+        for phase in self.phases:
+            base = phase.id.lower().removeprefix("phase_").replace("_", "-") or "phase"
+            key, number = base, 1
+            while key in used:  # PHASE_TODO and TODO would both be "todo"
+                number += 1
+                key = f"{base}-{number}"
+            used.add(key)
+            columns.append(
+                ColumnDefinition(
+                    id=key,
+                    name=phase.name,
+                    sequence_order=phase.sequence_order,
+                    phase_mapping=[phase.id],
+                    is_terminal=phase.is_terminal,
+                )
             )
-            for phase in self.phases
-        ]
+        return columns

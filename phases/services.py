@@ -1,11 +1,19 @@
 """Loading workflow definitions into the database and exporting them back."""
 
+import re
 from dataclasses import dataclass, field
 
 from django.db import models, transaction
 
 from .models import BoardColumn, Phase, Workflow
-from .schema import ColumnDefinition, ExpectedOutput, PhaseConfiguration, PhaseDefinition, WorkflowDefinition
+from .schema import (
+    SLUG_PATTERN,
+    ColumnDefinition,
+    ExpectedOutput,
+    PhaseConfiguration,
+    PhaseDefinition,
+    WorkflowDefinition,
+)
 from .workflow_files import Problem, WorkflowFileError, dump_workflow
 
 
@@ -55,7 +63,8 @@ def _references(phase_model, phase):
     for relation in _referencing_relations(phase_model):
         count = relation.related_model._base_manager.filter(**{relation.field.name: phase}).count()
         if count:
-            counts[str(relation.related_model._meta.verbose_name_plural)] = count
+            meta = relation.related_model._meta
+            counts[str(meta.verbose_name if count == 1 else meta.verbose_name_plural)] = count
     return counts
 
 
@@ -169,6 +178,10 @@ def workflow_load(*, definition, slug=None, overwrite=False, remap=None, dry_run
     slug = slug or definition.slug
     if not slug:
         raise WorkflowFileError([Problem("slug", "the workflow needs a slug: give --slug or a top-level 'slug' key")])
+    if not re.fullmatch(SLUG_PATTERN, slug) or len(slug) > 100:
+        raise WorkflowFileError(
+            [Problem("slug", f"{slug!r} is not a valid slug: use up to 100 letters, digits, hyphens and underscores")]
+        )
     try:
         with transaction.atomic():
             result = apply_definition(definition, slug=slug, overwrite=overwrite, remap=remap)
