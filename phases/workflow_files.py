@@ -133,6 +133,25 @@ def _compose(text, source):
         raise WorkflowFileError([Problem("", f"YAML syntax error{column}: {problem}", line)], source) from None
     except yaml.YAMLError as exc:
         raise WorkflowFileError([Problem("", f"YAML syntax error: {exc}")], source) from None
+    except RecursionError:
+        raise WorkflowFileError([Problem("", "the file is nested too deeply")], source) from None
+
+
+def _construct(text, source):
+    """Build plain Python values from a file whose tags were checked."""
+    loader = yaml.SafeLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise WorkflowFileError(
+            [Problem("", f"invalid value: {exc.problem}", mark.line + 1 if mark else None)], source
+        ) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # e.g. 2024-13-45 looks like a date to YAML but is none.
+        raise WorkflowFileError([Problem("", f"invalid value: {exc}")], source) from None
+    finally:
+        loader.dispose()
 
 
 def _describe_pydantic_error(error):
@@ -287,10 +306,13 @@ def parse_workflow(text, source=None):
     root = _compose(text, source)
     if root is None:
         raise WorkflowFileError([Problem("", "the file is empty")], source)
-    index = _NodeIndex(root)
+    try:
+        index = _NodeIndex(root)
+    except RecursionError:
+        raise WorkflowFileError([Problem("", "the file is nested too deeply")], source) from None
     if index.problems:
         raise WorkflowFileError(index.problems, source)
-    data = yaml.SafeLoader(text).get_single_data()
+    data = _construct(text, source)
     if not isinstance(data, dict):
         raise WorkflowFileError(
             [Problem("", "the top level must be a mapping with name, phases and board_columns", 1)], source

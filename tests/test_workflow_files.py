@@ -295,3 +295,13 @@ def test_dump_then_parse_gives_the_same_definition():
     again = parse_workflow(dump_workflow(definition))
     assert again == definition
     assert "phase_prompt: |" in dump_workflow(definition)
+
+
+def test_it_reports_values_yaml_cannot_build():
+    problem = one_problem(VALID.replace("description: Two steps and a parking place.", "description: 2024-13-45"))
+    assert "invalid value" in problem.message
+
+
+def test_it_refuses_deep_nesting():
+    problem = one_problem("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in problem.message
