@@ -78,7 +78,9 @@ def apply_definition(definition, *, slug, overwrite=False, remap=None, registry=
     workflow = WorkflowModel._base_manager.select_for_update().filter(slug=slug).first()
     created = workflow is None
     if not created and not overwrite:
-        raise WorkflowFileError([Problem("", f"workflow {slug!r} already exists; load with --overwrite to replace it")])
+        raise WorkflowFileError(
+            [Problem("", f"workflow {slug!r} already exists; load it with overwrite to replace it")]
+        )
 
     new_keys = [phase.id for phase in definition.phases]
     existing = {} if created else {phase.key: phase for phase in PhaseModel._base_manager.filter(workflow=workflow)}
@@ -99,7 +101,7 @@ def apply_definition(definition, *, slug, overwrite=False, remap=None, registry=
             problems.append(
                 Problem(
                     "phases",
-                    f"phase {key!r} would be removed but is still used by {used}; keep it or pass --remap {key}=NEW_PHASE",
+                    f"phase {key!r} would be removed but is still used by {used}; keep it or remap it ({key}=NEW_PHASE)",
                 )
             )
     if problems:

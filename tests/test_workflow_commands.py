@@ -144,7 +144,7 @@ def test_it_refuses_an_existing_workflow_without_overwrite(small_file):
     with pytest.raises(CommandError) as info:
         run("load_workflow", small_file)
     assert str(small_file) in str(info.value)
-    assert "workflow 'small' already exists; load with --overwrite to replace it" in str(info.value)
+    assert "workflow 'small' already exists; load it with overwrite to replace it" in str(info.value)
     assert database_state() == before
 
 

@@ -298,7 +298,7 @@ def test_it_refuses_an_existing_slug_without_overwrite():
     before = database_state()
     with pytest.raises(WorkflowFileError) as info:
         load(WITH_REVIEW)
-    assert "workflow 'small' already exists; load with --overwrite to replace it" in str(info.value)
+    assert "workflow 'small' already exists; load it with overwrite to replace it" in str(info.value)
     assert database_state() == before
 
 
@@ -392,7 +392,7 @@ def test_it_refuses_to_remove_a_phase_used_by_tickets(review_board):
     [problem] = info.value.problems
     assert problem.path == "phases"
     assert "phase 'PHASE_REVIEW' would be removed but is still used by 2 tickets" in problem.message
-    assert "--remap PHASE_REVIEW=NEW_PHASE" in problem.message
+    assert "remap it (PHASE_REVIEW=NEW_PHASE)" in problem.message
     assert database_state() == before
     workflow.refresh_from_db()
     assert (workflow.name, workflow.version) == ("Small with review", 1)
