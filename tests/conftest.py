@@ -1,14 +1,17 @@
-"""Shared fixtures. The cast: Alice runs the team (staff), Bob works on her board,
+"""Shared fixtures. The cast: Alice runs the team (staff, superuser), Bob works on her board,
 Charlie is a user who must see nothing of it."""
 
 import pytest
 from django.contrib.auth import get_user_model
 
 from board.models import Board
+from board.services import ticket_create
 from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
 from phases.models import Workflow
 from phases.services import workflow_load
 from phases.workflow_files import read_workflow_file
+
+from .workflow_samples import WITH_REVIEW, load
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +37,13 @@ def phase(workflow):
 
 @pytest.fixture
 def alice(db):
-    return get_user_model().objects.create_user("alice", "alice@example.org", "password", is_staff=True)
+    return get_user_model().objects.create_superuser("alice", "alice@example.org", "password")
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
 
 
 @pytest.fixture
@@ -51,4 +60,14 @@ def charlie(db):
 def board(workflow, alice, bob):
     board = Board.objects.create(name="Alice's board", slug="alices-board", workflow=workflow)
     board.members.add(alice, bob)
+    return board
+
+
+@pytest.fixture
+def review_board(alice):
+    """A board on the WITH_REVIEW workflow, with two tickets in review."""
+    workflow = load(WITH_REVIEW).workflow
+    board = Board.objects.create(name="Review board", slug="review-board", workflow=workflow)
+    for title in ("First", "Second"):
+        ticket_create(board=board, title=title, actor=alice, phase="PHASE_REVIEW")
     return board

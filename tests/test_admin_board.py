@@ -1,17 +1,16 @@
 """The board admin: tickets change only through the ticket services; history and events are read-only."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from board.models import Board, Event, PhaseHistory, Ticket
+from board.models import Event, PhaseHistory, Ticket
 from board.services import ticket_create
-from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
-from phases.models import Workflow
 from phases.services import workflow_load
-from phases.workflow_files import parse_workflow, read_workflow_file
+from phases.workflow_files import parse_workflow
+
+from .admin_forms import change_data, errors_of
 
 OTHER_WORKFLOW = """\
 slug: other
@@ -23,50 +22,8 @@ phases:
 
 
 @pytest.fixture
-def board_workflow(db):
-    """The default workflow, loaded again if a flushed database lost the data migration's copy."""
-    existing = Workflow.objects.filter(slug=DEFAULT_WORKFLOW_SLUG).first()
-    if existing:
-        return existing
-    return workflow_load(definition=read_workflow_file(DEFAULT_WORKFLOW_FILE), slug=DEFAULT_WORKFLOW_SLUG).workflow
-
-
-@pytest.fixture
-def board_alice(db):
-    return get_user_model().objects.create_superuser("alice", "alice@example.org", "password")
-
-
-@pytest.fixture
-def board_client(client, board_alice):
-    client.force_login(board_alice)
-    return client
-
-
-@pytest.fixture
-def board_board(board_workflow, board_alice):
-    board = Board.objects.create(name="Alice's board", slug="alices-board", workflow=board_workflow)
-    board.members.add(board_alice)
-    return board
-
-
-@pytest.fixture
-def board_ticket(board_board, board_alice):
-    return ticket_create(board=board_board, title="Fix the login", actor=board_alice)
-
-
-def change_data(response, **changes):
-    """What a browser posts back for the admin form on `response`, with `changes` applied (None drops a field)."""
-    forms = [response.context["adminform"].form]
-    for inline in response.context["inline_admin_formsets"]:
-        forms += [inline.formset.management_form, *inline.formset.forms]
-    data = {}
-    for form in forms:
-        for name in form.fields:
-            value = form[name].value()
-            if value is not None and value is not False:
-                data[form.add_prefix(name)] = value
-    data.update(changes)
-    return {name: value for name, value in data.items() if value is not None}
+def board_ticket(board, alice):
+    return ticket_create(board=board, title="Fix the login", actor=alice)
 
 
 def ticket_url(ticket):
@@ -81,11 +38,7 @@ def phase_of(ticket, key):
     return ticket.board.workflow.phases.get(key=key)
 
 
-def errors_of(response):
-    return {name: list(errors) for name, errors in response.context["adminform"].form.errors.items()}
-
-
-def test_every_board_page_renders(board_client, board_ticket):
+def test_every_board_page_renders(alice_client, board_ticket):
     history = board_ticket.history.get()
     event = Event.objects.get(type="ticket.created")
     urls = [
@@ -103,28 +56,28 @@ def test_every_board_page_renders(board_client, board_ticket):
         reverse("admin:board_event_change", args=[event.pk]),
     ]
     for url in urls:
-        assert board_client.get(url).status_code == 200, url
+        assert alice_client.get(url).status_code == 200, url
 
 
 @pytest.mark.parametrize("changelist", ["board_ticket", "board_event", "board_phasehistory"])
-def test_changelists_query_the_same_for_more_rows(board_client, board_board, board_alice, changelist):
+def test_changelists_query_the_same_for_more_rows(alice_client, board, alice, changelist):
     url = reverse(f"admin:{changelist}_changelist")
-    ticket_create(board=board_board, title="First", actor=board_alice)
+    ticket_create(board=board, title="First", actor=alice)
     with CaptureQueriesContext(connection) as few:
-        assert board_client.get(url).status_code == 200
+        assert alice_client.get(url).status_code == 200
     for number in range(5):
-        ticket_create(board=board_board, title=f"More {number}", actor=board_alice)
+        ticket_create(board=board, title=f"More {number}", actor=alice)
     with CaptureQueriesContext(connection) as many:
-        assert board_client.get(url).status_code == 200
+        assert alice_client.get(url).status_code == 200
 
     assert len(many) == len(few)
 
 
-def test_a_ticket_added_in_the_admin_goes_through_the_service(board_client, board_board):
-    response = board_client.post(
+def test_a_ticket_added_in_the_admin_goes_through_the_service(alice_client, board):
+    response = alice_client.post(
         reverse("admin:board_ticket_add"),
         {
-            "board": board_board.pk,
+            "board": board.pk,
             "title": "  Add search  ",
             "description": "Users ask for it.",
             "priority": "HIGH",
@@ -143,35 +96,33 @@ def test_a_ticket_added_in_the_admin_goes_through_the_service(board_client, boar
     assert (history.from_key, history.to_key, history.actor) == ("", "PHASE_BACKLOG", "alice")
 
 
-def test_a_ticket_added_in_a_chosen_phase(board_client, board_board):
-    design = board_board.workflow.phases.get(key="PHASE_DESIGN")
+def test_a_ticket_added_in_a_chosen_phase(alice_client, board):
+    design = board.workflow.phases.get(key="PHASE_DESIGN")
 
-    board_client.post(
+    alice_client.post(
         reverse("admin:board_ticket_add"),
-        {"board": board_board.pk, "title": "Sketch", "priority": "LOW", "phase": design.pk},
+        {"board": board.pk, "title": "Sketch", "priority": "LOW", "phase": design.pk},
     )
 
     assert Ticket.objects.get().phase == design
 
 
-def test_a_ticket_cannot_be_added_in_another_workflows_phase(board_client, board_board):
+def test_a_ticket_cannot_be_added_in_another_workflows_phase(alice_client, board):
     elsewhere = workflow_load(definition=parse_workflow(OTHER_WORKFLOW)).workflow.phases.get()
 
-    response = board_client.post(
+    response = alice_client.post(
         reverse("admin:board_ticket_add"),
-        {"board": board_board.pk, "title": "Lost", "priority": "LOW", "phase": elsewhere.pk},
+        {"board": board.pk, "title": "Lost", "priority": "LOW", "phase": elsewhere.pk},
     )
 
     assert response.status_code == 200
-    assert errors_of(response)["phase"] == [
-        f"Phase PHASE_ELSEWHERE belongs to another workflow than {board_board.workflow}."
-    ]
+    assert errors_of(response)["phase"] == [f"Phase PHASE_ELSEWHERE belongs to another workflow than {board.workflow}."]
     assert not Ticket.objects.exists()
     assert not Event.objects.exists()
 
 
-def test_ticket_edits_go_through_the_update_service(board_client, board_ticket):
-    response = edit_ticket(board_client, board_ticket, title="Fix the login form", priority="CRITICAL")
+def test_ticket_edits_go_through_the_update_service(alice_client, board_ticket):
+    response = edit_ticket(alice_client, board_ticket, title="Fix the login form", priority="CRITICAL")
 
     assert response.status_code == 302
     board_ticket.refresh_from_db()
@@ -184,8 +135,8 @@ def test_ticket_edits_go_through_the_update_service(board_client, board_ticket):
     assert event.actor == "alice"
 
 
-def test_a_service_refusal_is_shown_on_its_field(board_client, board_ticket):
-    response = edit_ticket(board_client, board_ticket, is_blocked="on", blocked_reason="  ")
+def test_a_service_refusal_is_shown_on_its_field(alice_client, board_ticket):
+    response = edit_ticket(alice_client, board_ticket, is_blocked="on", blocked_reason="  ")
 
     assert response.status_code == 200
     assert errors_of(response)["blocked_reason"] == ["Say what blocks the ticket."]
@@ -194,8 +145,8 @@ def test_a_service_refusal_is_shown_on_its_field(board_client, board_ticket):
     assert not Event.objects.filter(type="ticket.updated").exists()
 
 
-def test_the_phase_is_read_only_and_moves_offer_the_workflows_phases(board_client, board_ticket):
-    form = board_client.get(ticket_url(board_ticket)).context["adminform"].form
+def test_the_phase_is_read_only_and_moves_offer_the_workflows_phases(alice_client, board_ticket):
+    form = alice_client.get(ticket_url(board_ticket)).context["adminform"].form
 
     assert "phase" not in form.fields
     assert set(form.fields["move_to_phase"].queryset) == set(
@@ -203,15 +154,15 @@ def test_the_phase_is_read_only_and_moves_offer_the_workflows_phases(board_clien
     )
     # Posting a phase directly changes nothing: only a move does.
     design = phase_of(board_ticket, "PHASE_DESIGN")
-    edit_ticket(board_client, board_ticket, phase=design.pk)
+    edit_ticket(alice_client, board_ticket, phase=design.pk)
     board_ticket.refresh_from_db()
     assert board_ticket.phase.key == "PHASE_BACKLOG"
 
 
-def test_a_move_goes_through_the_transition_service(board_client, board_ticket):
+def test_a_move_goes_through_the_transition_service(alice_client, board_ticket):
     requirements = phase_of(board_ticket, "PHASE_REQUIREMENTS")
 
-    response = edit_ticket(board_client, board_ticket, move_to_phase=requirements.pk, transition_reason="Triaged")
+    response = edit_ticket(alice_client, board_ticket, move_to_phase=requirements.pk, transition_reason="Triaged")
 
     assert response.status_code == 302
     board_ticket.refresh_from_db()
@@ -228,10 +179,10 @@ def test_a_move_goes_through_the_transition_service(board_client, board_ticket):
     assert (event.payload["from"], event.payload["to"], event.actor) == ("PHASE_BACKLOG", "PHASE_REQUIREMENTS", "alice")
 
 
-def test_a_refused_move_is_shown_and_changes_nothing(board_client, board_ticket):
+def test_a_refused_move_is_shown_and_changes_nothing(alice_client, board_ticket):
     done = phase_of(board_ticket, "PHASE_DONE")
 
-    response = edit_ticket(board_client, board_ticket, move_to_phase=done.pk, title="Renamed on the way")
+    response = edit_ticket(alice_client, board_ticket, move_to_phase=done.pk, title="Renamed on the way")
 
     assert response.status_code == 200
     [message] = errors_of(response)["__all__"]
@@ -243,12 +194,12 @@ def test_a_refused_move_is_shown_and_changes_nothing(board_client, board_ticket)
     assert list(Event.objects.values_list("type", flat=True)) == ["ticket.created"]
 
 
-def test_a_form_shown_again_for_any_reason_leaves_nothing_written(board_client, board_ticket):
+def test_a_form_shown_again_for_any_reason_leaves_nothing_written(alice_client, board_ticket):
     requirements = phase_of(board_ticket, "PHASE_REQUIREMENTS")
-    data = change_data(board_client.get(ticket_url(board_ticket)), title="Renamed", move_to_phase=requirements.pk)
+    data = change_data(alice_client.get(ticket_url(board_ticket)), title="Renamed", move_to_phase=requirements.pk)
     del data["history-TOTAL_FORMS"]  # a broken inline: the ticket form is valid, the page is not saved
 
-    response = board_client.post(ticket_url(board_ticket), data)
+    response = alice_client.post(ticket_url(board_ticket), data)
 
     assert response.status_code == 200
     board_ticket.refresh_from_db()
@@ -256,21 +207,21 @@ def test_a_form_shown_again_for_any_reason_leaves_nothing_written(board_client, 
     assert list(Event.objects.values_list("type", flat=True)) == ["ticket.created"]
 
 
-def test_a_forced_move_needs_a_reason(board_client, board_ticket):
+def test_a_forced_move_needs_a_reason(alice_client, board_ticket):
     done = phase_of(board_ticket, "PHASE_DONE")
 
-    response = edit_ticket(board_client, board_ticket, move_to_phase=done.pk, force="on", transition_reason=" ")
+    response = edit_ticket(alice_client, board_ticket, move_to_phase=done.pk, force="on", transition_reason=" ")
 
     assert errors_of(response)["__all__"] == ["A forced move needs a written reason."]
     board_ticket.refresh_from_db()
     assert board_ticket.phase.key == "PHASE_BACKLOG"
 
 
-def test_a_forced_move_by_staff_with_a_reason_is_an_override(board_client, board_ticket):
+def test_a_forced_move_by_staff_with_a_reason_is_an_override(alice_client, board_ticket):
     done = phase_of(board_ticket, "PHASE_DONE")
 
     response = edit_ticket(
-        board_client, board_ticket, move_to_phase=done.pk, force="on", transition_reason="Shipped by hand"
+        alice_client, board_ticket, move_to_phase=done.pk, force="on", transition_reason="Shipped by hand"
     )
 
     assert response.status_code == 302
@@ -285,13 +236,13 @@ def test_a_forced_move_by_staff_with_a_reason_is_an_override(board_client, board
     assert Event.objects.filter(type="ticket.transitioned").count() == 1
 
 
-def test_the_ticket_page_shows_its_history_newest_first(board_client, board_ticket, board_alice):
+def test_the_ticket_page_shows_its_history_newest_first(alice_client, board_ticket, alice):
     from board.services import ticket_transition
 
-    ticket_transition(ticket=board_ticket, to_phase="PHASE_REQUIREMENTS", actor=board_alice)
-    ticket_transition(ticket=board_ticket, to_phase="PHASE_DESIGN", actor=board_alice)
+    ticket_transition(ticket=board_ticket, to_phase="PHASE_REQUIREMENTS", actor=alice)
+    ticket_transition(ticket=board_ticket, to_phase="PHASE_DESIGN", actor=alice)
 
-    response = board_client.get(ticket_url(board_ticket))
+    response = alice_client.get(ticket_url(board_ticket))
 
     [history] = response.context["inline_admin_formsets"]
     assert [form.instance.to_key for form in history.formset.forms] == [
@@ -302,52 +253,52 @@ def test_the_ticket_page_shows_its_history_newest_first(board_client, board_tick
     assert not history.has_add_permission and not history.has_change_permission and not history.has_delete_permission
 
 
-def test_tickets_are_not_deleted_in_the_admin(board_client, board_ticket):
-    response = board_client.get(reverse("admin:board_ticket_delete", args=[board_ticket.pk]))
+def test_tickets_are_not_deleted_in_the_admin(alice_client, board_ticket):
+    response = alice_client.get(reverse("admin:board_ticket_delete", args=[board_ticket.pk]))
 
     assert response.status_code == 403
     assert Ticket.objects.filter(pk=board_ticket.pk).exists()
 
 
 @pytest.mark.parametrize("model", ["event", "phasehistory"])
-def test_the_logs_are_read_only(board_client, board_ticket, model):
+def test_the_logs_are_read_only(alice_client, board_ticket, model):
     row = (Event if model == "event" else PhaseHistory).objects.first()
-    changelist = board_client.get(reverse(f"admin:board_{model}_changelist"))
+    changelist = alice_client.get(reverse(f"admin:board_{model}_changelist"))
 
     assert reverse(f"admin:board_{model}_add") not in changelist.text
     assert "delete_selected" not in changelist.text
-    assert board_client.get(reverse(f"admin:board_{model}_add")).status_code == 403
-    assert board_client.get(reverse(f"admin:board_{model}_delete", args=[row.pk])).status_code == 403
-    assert board_client.post(reverse(f"admin:board_{model}_delete", args=[row.pk]), {"post": "yes"}).status_code == 403
-    assert board_client.post(reverse(f"admin:board_{model}_change", args=[row.pk]), {}).status_code == 403
+    assert alice_client.get(reverse(f"admin:board_{model}_add")).status_code == 403
+    assert alice_client.get(reverse(f"admin:board_{model}_delete", args=[row.pk])).status_code == 403
+    assert alice_client.post(reverse(f"admin:board_{model}_delete", args=[row.pk]), {"post": "yes"}).status_code == 403
+    assert alice_client.post(reverse(f"admin:board_{model}_change", args=[row.pk]), {}).status_code == 403
     assert type(row).objects.filter(pk=row.pk).exists()
 
 
-def test_the_event_payload_is_pretty_and_escaped(board_client, board_board, board_alice):
-    ticket_create(board=board_board, title="<b>bold</b>", actor=board_alice)
+def test_the_event_payload_is_pretty_and_escaped(alice_client, board, alice):
+    ticket_create(board=board, title="<b>bold</b>", actor=alice)
     event = Event.objects.get(type="ticket.created")
 
-    response = board_client.get(reverse("admin:board_event_change", args=[event.pk]))
+    response = alice_client.get(reverse("admin:board_event_change", args=[event.pk]))
 
     assert "<pre>{\n  &quot;phase&quot;: &quot;PHASE_BACKLOG&quot;," in response.text
     assert "&quot;title&quot;: &quot;&lt;b&gt;bold&lt;/b&gt;&quot;" in response.text
 
 
-def test_events_are_searchable(board_client, board_ticket, board_board, board_alice):
-    other = ticket_create(board=board_board, title="Other", actor="orchestrator")
+def test_events_are_searchable(alice_client, board_ticket, board, alice):
+    other = ticket_create(board=board, title="Other", actor="orchestrator")
     url = reverse("admin:board_event_changelist")
 
-    by_actor = board_client.get(url, {"q": "orchestrator"}).context["cl"].result_list
+    by_actor = alice_client.get(url, {"q": "orchestrator"}).context["cl"].result_list
     by_type = (
-        board_client.get(url, {"type__exact": "ticket.created", "q": str(board_ticket.pk)}).context["cl"].result_list
+        alice_client.get(url, {"type__exact": "ticket.created", "q": str(board_ticket.pk)}).context["cl"].result_list
     )
 
     assert [event.entity_id for event in by_actor] == [str(other.pk)]
     assert [event.entity_id for event in by_type] == [str(board_ticket.pk)]
 
 
-def test_a_boards_workflow_is_fixed_once_created(board_client, board_board):
-    form = board_client.get(reverse("admin:board_board_change", args=[board_board.pk])).context["adminform"].form
+def test_a_boards_workflow_is_fixed_once_created(alice_client, board):
+    form = alice_client.get(reverse("admin:board_board_change", args=[board.pk])).context["adminform"].form
 
     assert "workflow" not in form.fields
     assert "members" in form.fields

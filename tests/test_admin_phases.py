@@ -14,6 +14,8 @@ from phases.models import BoardColumn, Phase, Workflow
 from phases.services import workflow_load
 from phases.workflow_files import WorkflowFileError, parse_workflow, read_workflow_file
 
+from .admin_forms import change_data, errors_of
+
 SMALL = textwrap.dedent(
     """\
     slug: small
@@ -45,43 +47,8 @@ BROKEN = SMALL.replace("[PHASE_DONE]\n", "[PHASE_NOPE]\n", 1).replace(
 
 
 @pytest.fixture
-def phases_workflow(db):
-    """The default workflow, loaded again if a flushed database lost the data migration's copy."""
-    existing = Workflow.objects.filter(slug=DEFAULT_WORKFLOW_SLUG).first()
-    if existing:
-        return existing
-    return workflow_load(definition=read_workflow_file(DEFAULT_WORKFLOW_FILE), slug=DEFAULT_WORKFLOW_SLUG).workflow
-
-
-@pytest.fixture
 def phases_small_workflow(db):
     return workflow_load(definition=parse_workflow(SMALL)).workflow
-
-
-@pytest.fixture
-def phases_alice(db):
-    return get_user_model().objects.create_superuser("alice", "alice@example.org", "password")
-
-
-@pytest.fixture
-def phases_client(client, phases_alice):
-    client.force_login(phases_alice)
-    return client
-
-
-def change_data(response, **changes):
-    """What a browser posts back for the admin form on `response`, with `changes` applied (None drops a field)."""
-    forms = [response.context["adminform"].form]
-    for inline in response.context["inline_admin_formsets"]:
-        forms += [inline.formset.management_form, *inline.formset.forms]
-    data = {}
-    for form in forms:
-        for name in form.fields:
-            value = form[name].value()
-            if value is not None and value is not False:
-                data[form.add_prefix(name)] = value
-    data.update(changes)
-    return {name: value for name, value in data.items() if value is not None}
 
 
 def phase_url(phase):
@@ -92,66 +59,61 @@ def edit_phase(client, phase, **changes):
     return client.post(phase_url(phase), change_data(client.get(phase_url(phase)), **changes))
 
 
-def errors_of(response):
-    form = response.context["adminform"].form
-    return {name: list(errors) for name, errors in form.errors.items()}
-
-
-def test_every_workflow_page_renders(phases_client, phases_workflow):
-    phase = phases_workflow.phases.get(key="PHASE_DESIGN")
+def test_every_workflow_page_renders(alice_client, workflow):
+    phase = workflow.phases.get(key="PHASE_DESIGN")
     urls = [
         reverse("admin:phases_workflow_changelist"),
         reverse("admin:phases_workflow_add"),
-        reverse("admin:phases_workflow_change", args=[phases_workflow.pk]),
+        reverse("admin:phases_workflow_change", args=[workflow.pk]),
         reverse("admin:phases_workflow_import"),
         reverse("admin:phases_phase_changelist"),
-        reverse("admin:phases_phase_changelist") + f"?workflow__id__exact={phases_workflow.pk}&q=design",
+        reverse("admin:phases_phase_changelist") + f"?workflow__id__exact={workflow.pk}&q=design",
         phase_url(phase),
     ]
     for url in urls:
-        assert phases_client.get(url).status_code == 200, url
+        assert alice_client.get(url).status_code == 200, url
 
 
-def test_the_workflow_page_shows_its_phases_and_columns(phases_client, phases_workflow):
-    response = phases_client.get(reverse("admin:phases_workflow_change", args=[phases_workflow.pk]))
+def test_the_workflow_page_shows_its_phases_and_columns(alice_client, workflow):
+    response = alice_client.get(reverse("admin:phases_workflow_change", args=[workflow.pk]))
 
     phases, columns = (inline.formset for inline in response.context["inline_admin_formsets"])
     assert [form.instance.key for form in phases.forms] == list(
-        phases_workflow.phases.in_order().values_list("key", flat=True)
+        workflow.phases.in_order().values_list("key", flat=True)
     )
-    assert {form.instance.key for form in columns.forms} == set(phases_workflow.columns.values_list("key", flat=True))
+    assert {form.instance.key for form in columns.forms} == set(workflow.columns.values_list("key", flat=True))
     # Each compact phase row links to the phase's full page.
-    assert phase_url(phases_workflow.phases.get(key="PHASE_DESIGN")) in response.text
+    assert phase_url(workflow.phases.get(key="PHASE_DESIGN")) in response.text
     assert "The workflow follows every rule of a workflow file." in response.text
 
 
-def test_column_choices_come_from_the_parent_workflow_only(phases_client, phases_workflow, phases_small_workflow):
-    response = phases_client.get(reverse("admin:phases_workflow_change", args=[phases_workflow.pk]))
+def test_column_choices_come_from_the_parent_workflow_only(alice_client, workflow, phases_small_workflow):
+    response = alice_client.get(reverse("admin:phases_workflow_change", args=[workflow.pk]))
 
     columns = response.context["inline_admin_formsets"][1].formset
     for form in [*columns.forms, columns.empty_form]:
-        assert set(form.fields["phases"].queryset) == set(phases_workflow.phases.all())
-        assert set(form.fields["auto_transition_to"].queryset) == set(phases_workflow.columns.all())
+        assert set(form.fields["phases"].queryset) == set(workflow.phases.all())
+        assert set(form.fields["auto_transition_to"].queryset) == set(workflow.columns.all())
 
 
-def test_a_column_mapped_to_another_workflows_phase_is_refused(phases_client, phases_workflow, phases_small_workflow):
-    url = reverse("admin:phases_workflow_change", args=[phases_workflow.pk])
-    response = phases_client.get(url)
+def test_a_column_mapped_to_another_workflows_phase_is_refused(alice_client, workflow, phases_small_workflow):
+    url = reverse("admin:phases_workflow_change", args=[workflow.pk])
+    response = alice_client.get(url)
     stranger = phases_small_workflow.phases.get(key="PHASE_TODO")
 
-    response = phases_client.post(url, change_data(response, **{"columns-0-phases": [stranger.pk]}))
+    response = alice_client.post(url, change_data(response, **{"columns-0-phases": [stranger.pk]}))
 
     assert response.status_code == 200
     columns = response.context["inline_admin_formsets"][1].formset
     assert "phases" in columns.forms[0].errors
-    assert not stranger.columns.filter(workflow=phases_workflow).exists()
+    assert not stranger.columns.filter(workflow=workflow).exists()
 
 
-def test_a_phase_edit_is_saved(phases_client, phases_workflow):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
+def test_a_phase_edit_is_saved(alice_client, workflow):
+    design = workflow.phases.get(key="PHASE_DESIGN")
 
     response = edit_phase(
-        phases_client,
+        alice_client,
         design,
         phase_prompt="Draw the design.\r\n\r\nThen write it down.",
         description="What to decide.\r\nAnd why.",
@@ -171,10 +133,10 @@ def test_a_phase_edit_is_saved(phases_client, phases_workflow):
     assert design.configuration == {"timeout_seconds": 60, "team": "core"}
 
 
-def test_the_form_shows_lists_one_per_line_and_json_pretty(phases_client, phases_workflow):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
+def test_the_form_shows_lists_one_per_line_and_json_pretty(alice_client, workflow):
+    design = workflow.phases.get(key="PHASE_DESIGN")
 
-    form = phases_client.get(phase_url(design)).context["adminform"].form
+    form = alice_client.get(phase_url(design)).context["adminform"].form
 
     assert form["done_definitions"].value() == "\n".join(design.done_definitions)
     assert form["configuration"].value().startswith("{\n  ")
@@ -190,11 +152,11 @@ def test_the_form_shows_lists_one_per_line_and_json_pretty(phases_client, phases
         ("configuration", "{not json", "Enter a valid JSON."),
     ],
 )
-def test_bad_json_is_refused_on_its_field(phases_client, phases_workflow, field, text, message):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
+def test_bad_json_is_refused_on_its_field(alice_client, workflow, field, text, message):
+    design = workflow.phases.get(key="PHASE_DESIGN")
     before = (design.expected_outputs, design.configuration)
 
-    response = edit_phase(phases_client, design, **{field: text})
+    response = edit_phase(alice_client, design, **{field: text})
 
     assert response.status_code == 200
     assert message in errors_of(response)[field]
@@ -202,25 +164,25 @@ def test_bad_json_is_refused_on_its_field(phases_client, phases_workflow, field,
     assert (design.expected_outputs, design.configuration) == before
 
 
-def test_transitions_are_chosen_from_the_same_workflow(phases_client, phases_workflow, phases_small_workflow):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
-    form = phases_client.get(phase_url(design)).context["adminform"].form
-    assert set(form.fields["allowed_transitions"].queryset) == set(phases_workflow.phases.exclude(pk=design.pk))
+def test_transitions_are_chosen_from_the_same_workflow(alice_client, workflow, phases_small_workflow):
+    design = workflow.phases.get(key="PHASE_DESIGN")
+    form = alice_client.get(phase_url(design)).context["adminform"].form
+    assert set(form.fields["allowed_transitions"].queryset) == set(workflow.phases.exclude(pk=design.pk))
 
     stranger = phases_small_workflow.phases.get(key="PHASE_TODO")
     own = design.allowed_transitions.get(key="PHASE_IMPLEMENTATION")
-    response = edit_phase(phases_client, design, allowed_transitions=[own.pk, stranger.pk])
+    response = edit_phase(alice_client, design, allowed_transitions=[own.pk, stranger.pk])
 
     assert response.status_code == 200
     assert "allowed_transitions" in errors_of(response)
     assert not design.allowed_transitions.filter(pk=stranger.pk).exists()
 
 
-def test_a_phase_edit_breaking_a_workflow_rule_is_refused(phases_client, phases_workflow):
-    done = phases_workflow.phases.get(key="PHASE_DONE")
-    backlog = phases_workflow.phases.get(key="PHASE_BACKLOG")
+def test_a_phase_edit_breaking_a_workflow_rule_is_refused(alice_client, workflow):
+    done = workflow.phases.get(key="PHASE_DONE")
+    backlog = workflow.phases.get(key="PHASE_BACKLOG")
 
-    response = edit_phase(phases_client, done, allowed_transitions=[backlog.pk], name="Finished")
+    response = edit_phase(alice_client, done, allowed_transitions=[backlog.pk], name="Finished")
 
     assert response.status_code == 200
     [message] = errors_of(response)["allowed_transitions"]
@@ -230,12 +192,12 @@ def test_a_phase_edit_breaking_a_workflow_rule_is_refused(phases_client, phases_
     assert not done.allowed_transitions.exists()
 
 
-def test_a_rule_broken_elsewhere_in_the_workflow_is_a_form_error(phases_client, phases_workflow):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
+def test_a_rule_broken_elsewhere_in_the_workflow_is_a_form_error(alice_client, workflow):
+    design = workflow.phases.get(key="PHASE_DESIGN")
     implementation = design.allowed_transitions.get(key="PHASE_IMPLEMENTATION")
 
     # Blocked sends work back to Design, so Design must keep its way into Blocked.
-    response = edit_phase(phases_client, design, allowed_transitions=[implementation.pk])
+    response = edit_phase(alice_client, design, allowed_transitions=[implementation.pk])
 
     assert response.status_code == 200
     [message] = errors_of(response)["__all__"]
@@ -248,32 +210,32 @@ def test_a_rule_broken_elsewhere_in_the_workflow_is_a_form_error(phases_client, 
     ("key", "message"),
     [("phase design", "should match pattern"), ("PHASE_BACKLOG", "duplicate id 'PHASE_BACKLOG'")],
 )
-def test_a_bad_phase_key_is_refused_on_the_key_field(phases_client, phases_workflow, key, message):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
+def test_a_bad_phase_key_is_refused_on_the_key_field(alice_client, workflow, key, message):
+    design = workflow.phases.get(key="PHASE_DESIGN")
 
-    response = edit_phase(phases_client, design, key=key)
+    response = edit_phase(alice_client, design, key=key)
 
     assert message in errors_of(response)["key"][0]
     assert Phase.objects.filter(pk=design.pk, key="PHASE_DESIGN").exists()
 
 
-def test_a_renamed_phase_keeps_its_transitions_and_column(phases_client, phases_workflow):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
+def test_a_renamed_phase_keeps_its_transitions_and_column(alice_client, workflow):
+    design = workflow.phases.get(key="PHASE_DESIGN")
 
-    response = edit_phase(phases_client, design, key="PHASE_ARCHITECTURE")
+    response = edit_phase(alice_client, design, key="PHASE_ARCHITECTURE")
 
     assert response.status_code == 302
     design.refresh_from_db()
     assert design.key == "PHASE_ARCHITECTURE"
-    assert phases_workflow.phases.get(key="PHASE_REQUIREMENTS").allowed_transitions.filter(pk=design.pk).exists()
+    assert workflow.phases.get(key="PHASE_REQUIREMENTS").allowed_transitions.filter(pk=design.pk).exists()
     assert design.columns.exists()
 
 
-def test_the_preview_is_what_the_agent_gets_escaped(phases_client, phases_workflow):
-    design = phases_workflow.phases.get(key="PHASE_DESIGN")
-    assert edit_phase(phases_client, design, phase_prompt="<script>alert(1)</script> & more").status_code == 302
+def test_the_preview_is_what_the_agent_gets_escaped(alice_client, workflow):
+    design = workflow.phases.get(key="PHASE_DESIGN")
+    assert edit_phase(alice_client, design, phase_prompt="<script>alert(1)</script> & more").status_code == 302
 
-    response = phases_client.get(phase_url(design))
+    response = alice_client.get(phase_url(design))
 
     design.refresh_from_db()
     assert f'<pre style="white-space: pre-wrap">{escape(design.agent_instructions(), quote=True)}</pre>' in (
@@ -283,26 +245,26 @@ def test_the_preview_is_what_the_agent_gets_escaped(phases_client, phases_workfl
     assert "<script>alert(1)" not in response.text
 
 
-def test_a_new_workflow_can_be_added_and_is_checked(phases_client):
-    response = phases_client.get(reverse("admin:phases_workflow_add"))
+def test_a_new_workflow_can_be_added_and_is_checked(alice_client):
+    response = alice_client.get(reverse("admin:phases_workflow_add"))
     data = change_data(response, name="Research", slug="research")
 
-    response = phases_client.post(reverse("admin:phases_workflow_add"), data, follow=True)
+    response = alice_client.post(reverse("admin:phases_workflow_add"), data, follow=True)
 
     assert Workflow.objects.filter(slug="research").exists()
     assert "Workflow rule broken: phases: a workflow needs at least one phase" in response.text
 
 
-def test_phases_are_added_on_their_workflows_page(phases_client, phases_workflow):
-    assert phases_client.get(reverse("admin:phases_phase_add")).status_code == 403
+def test_phases_are_added_on_their_workflows_page(alice_client, workflow):
+    assert alice_client.get(reverse("admin:phases_phase_add")).status_code == 403
 
 
 def upload(text, name="small.yaml"):
     return SimpleUploadedFile(name, text.encode(), content_type="application/yaml")
 
 
-def test_import_creates_the_workflow(phases_client):
-    response = phases_client.post(reverse("admin:phases_workflow_import"), {"file": upload(SMALL)}, follow=True)
+def test_import_creates_the_workflow(alice_client):
+    response = alice_client.post(reverse("admin:phases_workflow_import"), {"file": upload(SMALL)}, follow=True)
 
     workflow = Workflow.objects.get(slug="small")
     assert response.redirect_chain == [(reverse("admin:phases_workflow_change", args=[workflow.pk]), 302)]
@@ -313,10 +275,10 @@ def test_import_creates_the_workflow(phases_client):
     assert workflow.columns.count() == 2
 
 
-def test_import_with_a_slug_remap_and_overwrite(phases_client, phases_small_workflow):
+def test_import_with_a_slug_remap_and_overwrite(alice_client, phases_small_workflow):
     text = SMALL.replace("PHASE_TODO", "PHASE_START")
 
-    response = phases_client.post(
+    response = alice_client.post(
         reverse("admin:phases_workflow_import"),
         {"file": upload(text), "overwrite": "on", "slug": "small", "remap": "PHASE_TODO = PHASE_START\n\n"},
     )
@@ -327,10 +289,10 @@ def test_import_with_a_slug_remap_and_overwrite(phases_client, phases_small_work
     assert set(phases_small_workflow.phases.values_list("key", flat=True)) == {"PHASE_START", "PHASE_DONE"}
 
 
-def test_import_shows_every_problem_and_changes_nothing(phases_client, phases_workflow):
+def test_import_shows_every_problem_and_changes_nothing(alice_client, workflow):
     before = Workflow.objects.count(), Phase.objects.count(), BoardColumn.objects.count()
 
-    response = phases_client.post(reverse("admin:phases_workflow_import"), {"file": upload(BROKEN, "broken.yaml")})
+    response = alice_client.post(reverse("admin:phases_workflow_import"), {"file": upload(BROKEN, "broken.yaml")})
 
     assert response.status_code == 200
     with pytest.raises(WorkflowFileError) as problems:
@@ -342,8 +304,8 @@ def test_import_shows_every_problem_and_changes_nothing(phases_client, phases_wo
     assert (Workflow.objects.count(), Phase.objects.count(), BoardColumn.objects.count()) == before
 
 
-def test_import_does_not_overwrite_unless_asked(phases_client, phases_small_workflow):
-    response = phases_client.post(
+def test_import_does_not_overwrite_unless_asked(alice_client, phases_small_workflow):
+    response = alice_client.post(
         reverse("admin:phases_workflow_import"), {"file": upload(SMALL.replace("name: Small", "name: Changed"))}
     )
 
@@ -352,26 +314,26 @@ def test_import_does_not_overwrite_unless_asked(phases_client, phases_small_work
     assert (phases_small_workflow.name, phases_small_workflow.version) == ("Small", 1)
 
 
-def test_a_dry_run_reports_and_saves_nothing(phases_client):
-    response = phases_client.post(reverse("admin:phases_workflow_import"), {"file": upload(SMALL), "dry_run": "on"})
+def test_a_dry_run_reports_and_saves_nothing(alice_client):
+    response = alice_client.post(reverse("admin:phases_workflow_import"), {"file": upload(SMALL), "dry_run": "on"})
 
     assert response.status_code == 200
     assert "Workflow &#x27;small&#x27; would be created" in response.text
     assert not Workflow.objects.filter(slug="small").exists()
 
 
-def test_an_oversize_file_is_refused(phases_client, settings):
+def test_an_oversize_file_is_refused(alice_client, settings):
     settings.OMOI_MAX_WORKFLOW_BYTES = 100
 
-    response = phases_client.post(reverse("admin:phases_workflow_import"), {"file": upload(SMALL)})
+    response = alice_client.post(reverse("admin:phases_workflow_import"), {"file": upload(SMALL)})
 
     assert response.status_code == 200
     assert f"The file has {len(SMALL)} bytes; at most 100 are allowed." in response.context["form"].errors["file"]
     assert not Workflow.objects.filter(slug="small").exists()
 
 
-def test_a_malformed_remap_is_refused(phases_client):
-    response = phases_client.post(
+def test_a_malformed_remap_is_refused(alice_client):
+    response = alice_client.post(
         reverse("admin:phases_workflow_import"), {"file": upload(SMALL), "remap": "PHASE_TODO PHASE_DONE"}
     )
 
@@ -381,7 +343,7 @@ def test_a_malformed_remap_is_refused(phases_client):
     assert not Workflow.objects.filter(slug="small").exists()
 
 
-def test_import_needs_the_add_permission(client, phases_workflow):
+def test_import_needs_the_add_permission(client, workflow):
     bob = get_user_model().objects.create_user("bob", "bob@example.org", "password", is_staff=True)
     bob.user_permissions.add(Permission.objects.get(codename="view_workflow"))
     client.force_login(bob)
@@ -402,8 +364,8 @@ def test_overwriting_needs_the_change_permission(client, phases_small_workflow):
     assert response.status_code == 403
 
 
-def test_the_changelist_links_to_import(phases_client, phases_workflow):
-    response = phases_client.get(reverse("admin:phases_workflow_changelist"))
+def test_the_changelist_links_to_import(alice_client, workflow):
+    response = alice_client.get(reverse("admin:phases_workflow_changelist"))
 
     assert reverse("admin:phases_workflow_import") in response.text
 
@@ -416,11 +378,11 @@ def comparable(definition):
     return data
 
 
-def test_export_downloads_yaml_that_loads_back_to_the_same_workflow(phases_client, phases_workflow):
-    url = reverse("admin:phases_workflow_export", args=[phases_workflow.pk])
-    assert url in phases_client.get(reverse("admin:phases_workflow_change", args=[phases_workflow.pk])).text
+def test_export_downloads_yaml_that_loads_back_to_the_same_workflow(alice_client, workflow):
+    url = reverse("admin:phases_workflow_export", args=[workflow.pk])
+    assert url in alice_client.get(reverse("admin:phases_workflow_change", args=[workflow.pk])).text
 
-    response = phases_client.get(url)
+    response = alice_client.get(url)
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/yaml; charset=utf-8"
@@ -429,20 +391,20 @@ def test_export_downloads_yaml_that_loads_back_to_the_same_workflow(phases_clien
     assert comparable(exported) == comparable(read_workflow_file(DEFAULT_WORKFLOW_FILE))
 
 
-def test_the_export_action_downloads_one_workflow(phases_client, phases_workflow):
-    response = phases_client.post(
+def test_the_export_action_downloads_one_workflow(alice_client, workflow):
+    response = alice_client.post(
         reverse("admin:phases_workflow_changelist"),
-        {"action": "export_yaml", "_selected_action": [phases_workflow.pk]},
+        {"action": "export_yaml", "_selected_action": [workflow.pk]},
     )
 
     assert response["Content-Disposition"] == f'attachment; filename="{DEFAULT_WORKFLOW_SLUG}.yaml"'
     assert parse_workflow(response.content).slug == DEFAULT_WORKFLOW_SLUG
 
 
-def test_the_export_action_refuses_several_workflows(phases_client, phases_workflow, phases_small_workflow):
-    response = phases_client.post(
+def test_the_export_action_refuses_several_workflows(alice_client, workflow, phases_small_workflow):
+    response = alice_client.post(
         reverse("admin:phases_workflow_changelist"),
-        {"action": "export_yaml", "_selected_action": [phases_workflow.pk, phases_small_workflow.pk]},
+        {"action": "export_yaml", "_selected_action": [workflow.pk, phases_small_workflow.pk]},
         follow=True,
     )
 
@@ -450,13 +412,13 @@ def test_the_export_action_refuses_several_workflows(phases_client, phases_workf
     assert "Select exactly one workflow to export." in response.text
 
 
-def test_an_inline_edit_that_breaks_a_rule_is_reported(phases_client, phases_workflow):
-    url = reverse("admin:phases_workflow_change", args=[phases_workflow.pk])
-    response = phases_client.get(url)
+def test_an_inline_edit_that_breaks_a_rule_is_reported(alice_client, workflow):
+    url = reverse("admin:phases_workflow_change", args=[workflow.pk])
+    response = alice_client.get(url)
     phases = response.context["inline_admin_formsets"][0].formset
     design = next(index for index, form in enumerate(phases.forms) if form.instance.key == "PHASE_DESIGN")
 
-    response = phases_client.post(url, change_data(response, **{f"phases-{design}-is_terminal": "on"}), follow=True)
+    response = alice_client.post(url, change_data(response, **{f"phases-{design}-is_terminal": "on"}), follow=True)
 
     assert "Workflow rule broken: phases[2].allowed_transitions[0]: terminal phase &#x27;PHASE_DESIGN&#x27;" in (
         response.text

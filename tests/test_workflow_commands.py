@@ -11,14 +11,12 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from board.models import Board
-from board.services import ticket_create
 from phases.defaults import DEFAULT_WORKFLOW_SLUG
 from phases.models import Workflow
 from phases.watch import WorkflowWatcher
 from phases.workflow_files import parse_workflow
 
-from .test_workflow_load import SMALL, WITH_REVIEW, database_state, load, transitions_of
+from .workflow_samples import SMALL, WITH_REVIEW, database_state, transitions_of
 
 pytestmark = pytest.mark.django_db
 
@@ -49,16 +47,6 @@ def write(path, text):
 @pytest.fixture
 def small_file(tmp_path):
     return write(tmp_path / "small.yaml", SMALL)
-
-
-@pytest.fixture
-def review_board(alice):
-    """A board on the WITH_REVIEW workflow, with two tickets in review."""
-    workflow = load(WITH_REVIEW).workflow
-    board = Board.objects.create(name="Review board", slug="review-board", workflow=workflow)
-    for title in ("First", "Second"):
-        ticket_create(board=board, title=title, actor=alice, phase="PHASE_REVIEW")
-    return board
 
 
 # load_workflow
