@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from phases.models import Phase
+from phases.models import BoardColumn, Phase
 
 from .events import actor_label, actor_user, event_emit
 from .models import PhaseHistory, Priority, Ticket
@@ -15,17 +15,6 @@ POSITION_GAP = 1024
 
 class TransitionRefused(Exception):
     """A phase change the rules do not allow; the message says why, for the person or agent who asked."""
-
-
-def _column_phase_ids(phase):
-    """Ids of the phases shown in the same board column as `phase`."""
-    ids = list(Phase.objects.filter(columns__phases=phase).values_list("id", flat=True).distinct())
-    return ids or [phase.pk]
-
-
-def _end_of_column(board, phase):
-    last = Ticket.objects.filter(board=board, phase_id__in=_column_phase_ids(phase)).aggregate(Max("position"))
-    return (last["position__max"] or 0) + POSITION_GAP
 
 
 def _resolve_phase(workflow, phase):
@@ -70,13 +59,18 @@ def ticket_create(*, board, title, actor, description="", priority=Priority.MEDI
         except TransitionRefused as exc:
             raise ValidationError({"phase": str(exc)}) from None
 
+    column = _column_of(phase)
+    try:
+        _wip_check(board_id=board.pk, column=column, force=False, forcing_allowed=None)
+    except TransitionRefused as exc:
+        raise ValidationError({"phase": str(exc)}) from None
     ticket = Ticket.objects.create(
         board=board,
         title=title,
         description=description or "",
         priority=priority,
         phase=phase,
-        position=_end_of_column(board, phase),
+        position=_position_after_last(board_id=board.pk, column_phase_ids=_phase_ids(column, phase)),
         created_by=actor_user(actor),
     )
     PhaseHistory.objects.create(
@@ -136,69 +130,208 @@ def ticket_update(*, ticket, actor, **changes):
     return ticket
 
 
-@transaction.atomic
-def ticket_transition(*, ticket, to_phase, actor, reason="", force=False):
-    """Move a ticket to another phase of its workflow: the one path every move takes.
+def _column_of(phase):
+    """The board column showing `phase` (None when a hand-edited workflow left it out), locked for the move.
 
-    An allowed transition is recorded as `normal`. Anything else is refused
-    with TransitionRefused, unless `force` is given with a written reason by a
-    staff user (`override`) or by a system process named by a string such as
-    "orchestrator" (`jump`).
+    Locking the column row serialises every move into it, so the WIP count
+    read below cannot be overtaken by a concurrent drop.
     """
-    ticket = Ticket.objects.select_for_update().select_related("board__workflow", "phase").get(pk=ticket.pk)
-    to_phase = _resolve_phase(ticket.board.workflow, to_phase)
-    from_phase = Phase.objects.with_transitions().get(pk=ticket.phase_id)
-    reason = (reason or "").strip()
+    return BoardColumn.objects.select_for_update().filter(phases=phase).first()
 
-    if to_phase.pk == from_phase.pk:
-        raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
-    if from_phase.can_transition_to(to_phase):
-        kind = PhaseHistory.Kind.NORMAL
-    elif not force:
-        allowed = ", ".join(target.name for target in from_phase.allowed_transitions.all()) or "nowhere"
-        raise TransitionRefused(
-            f"{from_phase.name} cannot move to {to_phase.name}; from {from_phase.name} a ticket may move to: {allowed}."
-        )
-    else:
+
+def _phase_ids(column, phase):
+    return list(column.phases.values_list("pk", flat=True)) if column else [phase.pk]
+
+
+def _position_after_last(*, board_id, column_phase_ids, exclude=None):
+    cards = Ticket.objects.filter(board_id=board_id, phase_id__in=column_phase_ids)
+    if exclude is not None:
+        cards = cards.exclude(pk=exclude)
+    return (cards.aggregate(Max("position"))["position__max"] or 0) + POSITION_GAP
+
+
+def _wip_check(*, board_id, column, force, forcing_allowed):
+    """Refuse entering a full `block` column unless forced; describe the WIP state for the event."""
+    if column is None or column.wip_limit is None:
+        return None
+    count = Ticket.objects.filter(board_id=board_id, phase__columns=column).count()
+    wip = {"column": column.key, "count": count + 1, "limit": column.wip_limit, "policy": column.wip_policy}
+    if count < column.wip_limit:
+        return wip
+    if column.wip_policy == BoardColumn.WipPolicy.BLOCK:
+        if not force:
+            raise TransitionRefused(f"{column.name} is full ({count}/{column.wip_limit}).")
+        forcing_allowed(f"{column.name} is full ({count}/{column.wip_limit})")
+        wip["overridden"] = True
+    wip["exceeded"] = True
+    return wip
+
+
+def _forcing_rule(actor, reason):
+    """Who may force a refused move: staff users with a reason (override), system processes (jump)."""
+
+    def allowed(what):
         user = actor_user(actor)
         if user is not None and not user.is_staff:
-            raise TransitionRefused(f"Only staff may force a move from {from_phase.name} to {to_phase.name}.")
+            raise TransitionRefused(f"{what}; only staff may force it.")
         if user is None and not isinstance(actor, str):
-            raise TransitionRefused(
-                f"{actor_label(actor)} may not force a move from {from_phase.name} to {to_phase.name}."
-            )
+            raise TransitionRefused(f"{what}; {actor_label(actor)} may not force it.")
         if not reason:
-            raise TransitionRefused("A forced move needs a written reason.")
-        kind = PhaseHistory.Kind.OVERRIDE if user is not None else PhaseHistory.Kind.JUMP
+            raise TransitionRefused(f"{what}; a forced move needs a written reason.")
 
-    if set(_column_phase_ids(to_phase)) != set(_column_phase_ids(from_phase)):
-        ticket.position = _end_of_column(ticket.board, to_phase)
-    ticket.phase = to_phase
+    return allowed
+
+
+def _position_between(*, ticket, column_phase_ids, previous_id, next_id):
+    """A position between the given neighbours in the column, renumbering the column if the gap is used up.
+
+    Neighbours come from the client and may be stale: one that is no longer in
+    the column is ignored, and the real neighbour of the one kept is used.
+    """
+    cards = Ticket.objects.filter(board_id=ticket.board_id, phase_id__in=column_phase_ids).exclude(pk=ticket.pk)
+    given = {card.pk: card.position for card in cards.filter(pk__in=[i for i in (previous_id, next_id) if i])}
+    if previous_id in given:
+        low = given[previous_id]
+        following = cards.filter(position__gt=low).order_by("position", "pk").values_list("position", flat=True)
+        high = following.first()
+    elif next_id in given:
+        high = given[next_id]
+        preceding = cards.filter(position__lt=high).order_by("-position", "-pk").values_list("position", flat=True)
+        low = preceding.first()
+    else:
+        return _position_after_last(board_id=ticket.board_id, column_phase_ids=column_phase_ids, exclude=ticket.pk)
+    if high is None:
+        return low + POSITION_GAP
+    if low is None:
+        low = high - 2 * POSITION_GAP
+    if high - low > 1:
+        return (low + high) // 2
+    # The gap is used up: spread this column out again, leaving room where the card goes.
+    ordered = list(cards.order_by("position", "pk").only("pk", "position"))
+    insert_at = next((i for i, card in enumerate(ordered) if card.position >= high), len(ordered))
+    for index, card in enumerate(ordered):
+        card.position = (index + 1 + (index >= insert_at)) * POSITION_GAP
+    Ticket.objects.bulk_update(ordered, ["position"])
+    return (insert_at + 1) * POSITION_GAP
+
+
+def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reason="", force=False, transition=False):
+    reason = (reason or "").strip()
+    # Lock the ticket row only: the column lock below is what serialises drops into a column.
+    ticket = Ticket.objects.select_for_update(of=("self",)).select_related("board__workflow").get(pk=ticket.pk)
+    workflow = ticket.board.workflow
+    from_phase = Phase.objects.with_transitions().get(pk=ticket.phase_id)
+    if phase is not None:
+        phase = _resolve_phase(workflow, phase)
+        if transition and phase == from_phase:
+            raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
+    if column is not None and column.workflow_id != workflow.pk:
+        raise TransitionRefused(f"Column {column.name} belongs to another workflow than {workflow.name}.")
+    column = _column_of(phase) if column is None else BoardColumn.objects.select_for_update().get(pk=column.pk)
+    column_phases = list(column.phases.in_order()) if column else [phase]
+    forcing_allowed = _forcing_rule(actor, reason)
+
+    if phase is None:
+        if from_phase in column_phases:
+            phase = from_phase
+        else:
+            # A column showing several phases takes the ticket into the first one it may enter.
+            phase = next((p for p in column_phases if from_phase.can_transition_to(p)), None)
+            if phase is None:
+                allowed = ", ".join(t.name for t in from_phase.allowed_transitions.all()) or "nowhere"
+                what = f"{from_phase.name} cannot move to {column.name}; from {from_phase.name} a ticket may move to: {allowed}"
+                if not force:
+                    raise TransitionRefused(f"{what}.")
+                forcing_allowed(what)
+                phase = column_phases[0]
+    elif phase not in column_phases:
+        raise TransitionRefused(f"{phase.name} is not shown in column {column.name}.")
+
+    kind = PhaseHistory.Kind.NORMAL
+    if phase != from_phase and not from_phase.can_transition_to(phase):
+        allowed = ", ".join(t.name for t in from_phase.allowed_transitions.all()) or "nowhere"
+        what = f"{from_phase.name} cannot move to {phase.name}; from {from_phase.name} a ticket may move to: {allowed}"
+        if not force:
+            raise TransitionRefused(f"{what}.")
+        forcing_allowed(what)
+        kind = PhaseHistory.Kind.OVERRIDE if actor_user(actor) else PhaseHistory.Kind.JUMP
+
+    entering = from_phase not in column_phases
+    wip = (
+        _wip_check(board_id=ticket.board_id, column=column, force=force, forcing_allowed=forcing_allowed)
+        if entering
+        else None
+    )
+    if wip and wip.get("overridden"):
+        kind = PhaseHistory.Kind.OVERRIDE if actor_user(actor) else PhaseHistory.Kind.JUMP
+
+    if entering or previous_id or next_id:
+        ticket.position = _position_between(
+            ticket=ticket, column_phase_ids=[p.pk for p in column_phases], previous_id=previous_id, next_id=next_id
+        )
     ticket.version += 1
+    payload = {
+        "column": column.key if column else None,
+        "position": ticket.position,
+        "previous_id": previous_id,
+        "next_id": next_id,
+        "version": ticket.version,
+    }
+    if phase == from_phase:
+        ticket.save(update_fields=["position", "version", "updated_at"])
+        event_emit(board=ticket.board, type="ticket.moved", entity=ticket, payload=payload, actor=actor)
+        return ticket
+
+    ticket.phase = phase
     ticket.save(update_fields=["phase", "position", "version", "updated_at"])
     PhaseHistory.objects.create(
         ticket=ticket,
         from_phase=from_phase,
-        to_phase=to_phase,
+        to_phase=phase,
         from_key=from_phase.key,
-        to_key=to_phase.key,
+        to_key=phase.key,
         kind=kind,
         reason=reason,
         actor=actor_label(actor),
         user=actor_user(actor),
     )
-    event_emit(
-        board=ticket.board,
-        type="ticket.transitioned",
-        entity=ticket,
-        payload={
-            "from": from_phase.key,
-            "to": to_phase.key,
-            "kind": kind,
-            "reason": reason,
-            "position": ticket.position,
-            "version": ticket.version,
-        },
-        actor=actor,
-    )
+    payload.update({"from": from_phase.key, "to": phase.key, "kind": kind, "reason": reason})
+    if wip:
+        payload["wip"] = wip
+    event_emit(board=ticket.board, type="ticket.transitioned", entity=ticket, payload=payload, actor=actor)
     return ticket
+
+
+@transaction.atomic
+def ticket_transition(*, ticket, to_phase, actor, reason="", force=False):
+    """Move a ticket to another phase of its workflow, at the end of that phase's column.
+
+    This and `ticket_move` are the paths every move takes: an allowed
+    transition into a column with room is recorded as `normal`. A transition
+    the workflow does not allow, or a drop into a full `block` column, is
+    refused with TransitionRefused, unless `force` is given with a written
+    reason by a staff user (`override`) or by a system process named by a
+    string such as "orchestrator" (`jump`).
+    """
+    return _move(ticket=ticket, column=None, phase=to_phase, actor=actor, reason=reason, force=force, transition=True)
+
+
+@transaction.atomic
+def ticket_move(*, ticket, column, actor, previous_id=None, next_id=None, phase=None, reason="", force=False):
+    """Drop a ticket into `column` between the cards `previous_id` (above) and `next_id` (below).
+
+    Within its own column this reorders; into another column it is a phase
+    transition under the same rules as `ticket_transition`, WIP limits
+    included. A column showing several phases takes the ticket into the
+    first one it may enter, or into `phase` when given.
+    """
+    return _move(
+        ticket=ticket,
+        column=column,
+        phase=phase,
+        actor=actor,
+        previous_id=previous_id,
+        next_id=next_id,
+        reason=reason,
+        force=force,
+    )

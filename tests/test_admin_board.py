@@ -212,7 +212,10 @@ def test_a_forced_move_needs_a_reason(alice_client, board_ticket):
 
     response = edit_ticket(alice_client, board_ticket, move_to_phase=done.pk, force="on", transition_reason=" ")
 
-    assert errors_of(response)["__all__"] == ["A forced move needs a written reason."]
+    assert errors_of(response)["__all__"] == [
+        "Backlog cannot move to Done; from Backlog a ticket may move to: Requirements Analysis, Blocked; "
+        "a forced move needs a written reason."
+    ]
     board_ticket.refresh_from_db()
     assert board_ticket.phase.key == "PHASE_BACKLOG"
 

@@ -126,8 +126,12 @@ def test_an_allowed_transition_moves_the_ticket_and_records_it(ticket, bob, phas
         "to": "PHASE_REQUIREMENTS",
         "kind": "normal",
         "reason": "",
+        "column": "analyzing",
         "position": moved.position,
+        "previous_id": None,
+        "next_id": None,
         "version": 2,
+        "wip": {"column": "analyzing", "count": 1, "limit": 5, "policy": "warn"},
     }
 
 
@@ -168,14 +172,14 @@ def test_staff_may_force_a_move_with_a_reason(ticket, alice, phase):
 
 def test_a_forced_move_needs_a_reason(ticket, alice):
     before = snapshot(ticket)
-    with pytest.raises(TransitionRefused, match="needs a written reason"):
+    with pytest.raises(TransitionRefused, match="; a forced move needs a written reason."):
         ticket_transition(ticket=ticket, to_phase="PHASE_TESTING", actor=alice, force=True, reason="  ")
     assert snapshot(ticket) == before
 
 
 def test_only_staff_may_force(ticket, bob):
     before = snapshot(ticket)
-    with pytest.raises(TransitionRefused, match="Only staff may force"):
+    with pytest.raises(TransitionRefused, match="; only staff may force it."):
         ticket_transition(ticket=ticket, to_phase="PHASE_TESTING", actor=bob, force=True, reason="Please")
     assert snapshot(ticket) == before
 
