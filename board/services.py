@@ -215,6 +215,11 @@ def _position_between(*, ticket, column_phase_ids, previous_id, next_id):
     return (insert_at + 1) * POSITION_GAP
 
 
+def _not_allowed(from_phase, target):
+    allowed = ", ".join(t.name for t in from_phase.allowed_transitions.all()) or "nowhere"
+    return f"{from_phase.name} cannot move to {target}; from {from_phase.name} a ticket may move to: {allowed}"
+
+
 def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reason="", force=False, transition=False):
     reason = (reason or "").strip()
     # Lock the ticket row only: the column lock below is what serialises drops into a column.
@@ -238,8 +243,7 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
             # A column showing several phases takes the ticket into the first one it may enter.
             phase = next((p for p in column_phases if from_phase.can_transition_to(p)), None)
             if phase is None:
-                allowed = ", ".join(t.name for t in from_phase.allowed_transitions.all()) or "nowhere"
-                what = f"{from_phase.name} cannot move to {column.name}; from {from_phase.name} a ticket may move to: {allowed}"
+                what = _not_allowed(from_phase, column.name)
                 if not force:
                     raise TransitionRefused(f"{what}.")
                 forcing_allowed(what)
@@ -249,14 +253,15 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
 
     kind = PhaseHistory.Kind.NORMAL
     if phase != from_phase and not from_phase.can_transition_to(phase):
-        allowed = ", ".join(t.name for t in from_phase.allowed_transitions.all()) or "nowhere"
-        what = f"{from_phase.name} cannot move to {phase.name}; from {from_phase.name} a ticket may move to: {allowed}"
+        what = _not_allowed(from_phase, phase.name)
         if not force:
             raise TransitionRefused(f"{what}.")
         forcing_allowed(what)
         kind = PhaseHistory.Kind.OVERRIDE if actor_user(actor) else PhaseHistory.Kind.JUMP
 
     entering = from_phase not in column_phases
+    if phase == from_phase and not (previous_id or next_id):
+        return ticket  # dropped back where it was
     wip = (
         _wip_check(board_id=ticket.board_id, column=column, force=force, forcing_allowed=forcing_allowed)
         if entering

@@ -264,3 +264,10 @@ def test_two_drops_into_the_last_place_cannot_both_succeed(board, alice, workflo
 
     assert sorted(outcomes) == ["Testing is full (8/8)."] * 3 + ["moved"]
     assert Ticket.objects.filter(board=board, phase__key="PHASE_TESTING").count() == 8
+
+
+def test_a_card_dropped_back_where_it_was_changes_nothing(make, bob, column):
+    ticket = make("Stay")
+    before = state()
+    ticket_move(ticket=ticket, column=column("backlog"), actor=bob)
+    assert state() == before
