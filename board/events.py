@@ -7,7 +7,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from .models import Event
+from .models import Board, Event
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,13 @@ def _broadcast(event):
 
 
 def event_emit(*, board, type, entity, payload=None, actor=None):
-    """Record an event in the current transaction; broadcast it after commit."""
+    """Record an event in the current transaction; broadcast it after commit.
+
+    The board row is locked first, until the transaction ends: ids are handed
+    out at insert but transactions commit in any order, and a reader that
+    resumes "after id N" must never find N+1 committing later than N+2.
+    """
+    list(Board.objects.select_for_update().filter(pk=board.pk).values_list("pk"))
     event = Event.objects.create(
         board=board,
         type=type,

@@ -126,7 +126,9 @@ if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            # channels-redis waits up to 5 s for each message; redis-py 8 gives sockets a 5 s read
+            # timeout by default, which would cut every idle websocket. Allow the wait to finish.
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 15}]},
         }
     }
 else:

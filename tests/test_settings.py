@@ -67,3 +67,14 @@ def test_a_bad_value_stops_the_start_up():
     result = settings_with(DEBUG="perhaps")
     assert result.returncode != 0
     assert "DEBUG must be one of" in result.stderr
+
+
+def test_redis_sockets_outlast_the_channel_layers_wait():
+    code = (
+        "import django; django.setup(); from django.conf import settings;"
+        "print(settings.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]['socket_timeout'])"
+    )
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "omoi_site.settings", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    result = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+    # channels-redis blocks up to 5 s reading a channel; a shorter socket timeout drops idle websockets.
+    assert float(result.stdout) > 5
