@@ -196,7 +196,7 @@ def _schema_problems(data, index):
     return problems
 
 
-def _ids(items, name):
+def _ids(items):
     """(position, id) of the items whose id is a string."""
     if not isinstance(items, list):
         return []
@@ -226,20 +226,19 @@ def _reference_problems(data, index):
 
     for name, items in (("phases", phases), ("board_columns", columns or [])):
         first = {}
-        for pos, ident in _ids(items, name):
+        for pos, ident in _ids(items):
             if ident in first:
                 add((name, pos, "id"), f"duplicate id {ident!r} (first used by {name}[{first[ident]}])")
             else:
                 first[ident] = pos
 
-    phase_ids = {ident for _, ident in _ids(phases, "phases")}
+    phase_ids = {ident for _, ident in _ids(phases)}
     known = ", ".join(sorted(phase_ids)) or "none"
     transitions = {
-        ident: {t for _, t in _string_items(phases[pos], "allowed_transitions")}
-        for pos, ident in _ids(phases, "phases")
+        ident: {t for _, t in _string_items(phases[pos], "allowed_transitions")} for pos, ident in _ids(phases)
     }
 
-    for pos, ident in _ids(phases, "phases"):
+    for pos, ident in _ids(phases):
         phase = phases[pos]
         for t_pos, target in _string_items(phase, "allowed_transitions"):
             parts = ("phases", pos, "allowed_transitions", t_pos)
@@ -264,9 +263,9 @@ def _reference_problems(data, index):
 
     if columns is None:
         return problems
-    column_ids = {ident for _, ident in _ids(columns, "board_columns")}
+    column_ids = {ident for _, ident in _ids(columns)}
     mapped = {}
-    for pos, ident in _ids(columns, "board_columns"):
+    for pos, ident in _ids(columns):
         column = columns[pos]
         for m_pos, phase_id in _string_items(column, "phase_mapping"):
             parts = ("board_columns", pos, "phase_mapping", m_pos)
@@ -286,7 +285,7 @@ def _reference_problems(data, index):
                 add(parts, f"unknown column {target!r}; the file defines: {', '.join(sorted(column_ids))}")
             elif target == ident:
                 add(parts, f"column {ident!r} cannot auto-transition to itself")
-    for pos, ident in _ids(phases, "phases"):
+    for pos, ident in _ids(phases):
         if ident not in mapped:
             add(("phases", pos, "id"), f"phase {ident!r} is in no board column, so its tickets would not be shown")
     return problems
