@@ -1,4 +1,4 @@
-"""Admin forms for tickets: every write goes through the ticket services, whose refusals become form errors."""
+"""Forms for tickets and the board: every write goes through the ticket services, whose refusals become form errors."""
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -6,7 +6,8 @@ from django.db import transaction
 
 from phases.models import Phase
 
-from .models import Ticket
+from .models import Priority, Ticket
+from .selectors import BoardFilters
 from .services import TransitionRefused, ticket_create, ticket_transition, ticket_update
 
 EDITABLE_FIELDS = ("title", "description", "priority", "is_blocked", "blocked_reason")
@@ -103,3 +104,84 @@ class TicketChangeForm(ServiceForm):
                     force=data.get("force", False),
                 )
         return ticket
+
+
+class TicketCreateForm(ServiceForm):
+    """Create a ticket on the board page's board, in one of its workflow's phases."""
+
+    class Meta:
+        model = Ticket
+        fields = ("title", "description", "priority", "phase")
+
+    def __init__(self, *args, board, **kwargs):
+        self.board = board
+        super().__init__(*args, **kwargs)
+        self.fields["phase"].required = False
+        self.fields["phase"].empty_label = "First phase of the workflow"
+        self.fields["phase"].queryset = Phase.objects.filter(workflow_id=board.workflow_id).in_order()
+
+    def call_service(self, data):
+        return ticket_create(
+            board=self.board,
+            title=data["title"],
+            description=data["description"],
+            priority=data["priority"],
+            phase=data["phase"],
+            actor=self.actor,
+        )
+
+
+class TicketEditForm(ServiceForm):
+    class Meta:
+        model = Ticket
+        fields = EDITABLE_FIELDS
+        widgets = {"blocked_reason": forms.Textarea(attrs={"rows": 2})}
+
+    def call_service(self, data):
+        return ticket_update(ticket=self.instance, actor=self.actor, **{name: data[name] for name in EDITABLE_FIELDS})
+
+
+class BoardFilterForm(forms.Form):
+    """The board's filters, read from the query string so that a filtered board can be shared."""
+
+    priority = forms.ChoiceField(choices=[("", "Any priority"), *Priority.choices], required=False)
+    phase = forms.ChoiceField(required=False)
+    q = forms.CharField(required=False, max_length=200, label="Search", strip=True)
+    blocked = forms.BooleanField(required=False, label="Blocked only")
+    lanes = forms.ChoiceField(
+        choices=[("", "No swimlanes"), ("priority", "Swimlanes by priority")], required=False, label="Swimlanes"
+    )
+
+    def __init__(self, data, *, phases):
+        super().__init__(data)
+        # Choices from the phases the page has already loaded, so the form costs no query.
+        self.phases = {p.key: p for p in phases}
+        self.fields["phase"].choices = [("", "Any phase"), *((p.key, p.name) for p in phases)]
+
+    def filters(self):
+        """The filters that are valid; an invalid one is ignored (and reported by the form)."""
+        data = self.cleaned_data if self.is_bound else {}
+        return BoardFilters(
+            priority=data.get("priority") or "",
+            phase=self.phases.get(data.get("phase") or ""),
+            text=data.get("q") or "",
+            blocked=bool(data.get("blocked")),
+            lanes=data.get("lanes") == "priority",
+        )
+
+
+class MoveForm(forms.Form):
+    """A drop or a "Move to…" choice: the target column and the neighbours, or a step up or down."""
+
+    column = forms.SlugField(max_length=64, required=False)
+    previous = forms.IntegerField(required=False, min_value=1, max_value=2**53)
+    next = forms.IntegerField(required=False, min_value=1, max_value=2**53)
+    direction = forms.ChoiceField(choices=[("up", "Up"), ("down", "Down")], required=False)
+    reason = forms.CharField(required=False, max_length=2000)
+    force = forms.BooleanField(required=False)
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors and not data.get("column") and not data.get("direction"):
+            raise ValidationError("Say which column to move the ticket to, or move it up or down.")
+        return data

@@ -124,7 +124,7 @@ def ticket_update(*, ticket, actor, **changes):
         board=ticket.board,
         type="ticket.updated",
         entity=ticket,
-        payload={"changes": diff, "version": ticket.version},
+        payload={"changes": diff, "phase": ticket.phase.key, "version": ticket.version},
         actor=actor,
     )
     return ticket

@@ -1,0 +1,18 @@
+"""Board pages, mounted at the site root by omoi_site.urls."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "board"
+
+urlpatterns = [
+    path("", views.board_list, name="list"),
+    path("boards/<slug:slug>/", views.board_detail, name="detail"),
+    path("boards/<slug:slug>/columns/", views.board_columns_fragment, name="columns"),
+    path("boards/<slug:slug>/columns/<slug:key>/cards/", views.column_more, name="column-more"),
+    path("boards/<slug:slug>/tickets/new/", views.ticket_create_view, name="ticket-create"),
+    path("boards/<slug:slug>/tickets/<int:pk>/", views.ticket_detail, name="ticket"),
+    path("boards/<slug:slug>/tickets/<int:pk>/edit/", views.ticket_edit_view, name="ticket-edit"),
+    path("boards/<slug:slug>/tickets/<int:pk>/move/", views.ticket_move_view, name="ticket-move"),
+]

@@ -1,0 +1,227 @@
+// The live Kanban board: drag and drop with SortableJS, moves posted through htmx, and events from the
+// board's websocket applied by re-rendering the affected columns from the server.
+(function () {
+  "use strict";
+
+  const page = document.getElementById("board-page");
+  if (!page) return;
+
+  const FILTERS = ["priority", "phase", "q", "blocked", "lanes"];
+  const liveStatus = document.getElementById("live-status");
+  let lastEventId = Number(page.dataset.lastEventId || 0);
+  let dragging = false;
+  let inFlight = 0;
+  const pendingColumns = new Set();
+  let focusId = null;
+
+  // ---- Helpers ------------------------------------------------------------------------------------
+
+  function setStatus(state, text) {
+    liveStatus.dataset.state = state;
+    liveStatus.textContent = text;
+  }
+
+  function filterParams() {
+    const current = new URLSearchParams(window.location.search);
+    const params = new URLSearchParams();
+    for (const name of FILTERS) {
+      for (const value of current.getAll(name)) {
+        if (value) params.append(name, value);
+      }
+    }
+    return params;
+  }
+
+  function columnOfPhase(phaseKey) {
+    for (const column of document.querySelectorAll(".column[data-phases]")) {
+      if (column.dataset.phases.split(" ").includes(phaseKey)) return column.dataset.column;
+    }
+    return null;
+  }
+
+  function columnOfCard(ticketId) {
+    const card = document.getElementById("ticket-" + ticketId);
+    const column = card && card.closest(".column");
+    return column ? column.dataset.column : null;
+  }
+
+  function cardId(element) {
+    return element && element.classList.contains("card") ? element.dataset.ticketId : "";
+  }
+
+  // Keep focus where the user had it: a swapped column brings the same ids back.
+  document.body.addEventListener("htmx:beforeSwap", function () {
+    const active = document.activeElement;
+    focusId = active && active !== document.body && active.id ? active.id : null;
+  });
+  document.body.addEventListener("htmx:afterSettle", function () {
+    if (!focusId) return;
+    const target = document.getElementById(focusId);
+    if (target && document.activeElement !== target && !document.activeElement.closest?.("#board-filters")) {
+      target.focus({ preventScroll: true });
+    }
+  });
+
+  // ---- Drag and drop ------------------------------------------------------------------------------
+
+  function sendDrop(item, list) {
+    const form = item.querySelector("form.move");
+    const values = {
+      column: list.dataset.column,
+      previous: cardId(item.previousElementSibling),
+      next: cardId(item.nextElementSibling),
+    };
+    inFlight += 1;
+    return htmx
+      .ajax("POST", form.getAttribute("hx-post"), { source: page, values: values, swap: "none" })
+      .finally(function () {
+        inFlight -= 1;
+        flush();
+      });
+  }
+
+  function makeSortable(list) {
+    if (list.dataset.sortable) return;
+    list.dataset.sortable = "on";
+    Sortable.create(list, {
+      // With swimlanes a card moves between columns within its own priority lane.
+      group: "lane-" + (list.dataset.lane || "all"),
+      draggable: ".card",
+      filter: "select, button, input, label",
+      preventOnFilter: false,
+      animation: 120,
+      ghostClass: "sortable-ghost",
+      chosenClass: "sortable-chosen",
+      onStart: function () {
+        dragging = true;
+      },
+      onEnd: function (evt) {
+        dragging = false;
+        if (evt.from === evt.to && evt.oldIndex === evt.newIndex) {
+          flush();
+          return;
+        }
+        sendDrop(evt.item, evt.to);
+      },
+    });
+  }
+
+  htmx.onLoad(function (root) {
+    const lists = root.matches && root.matches("ol.cards") ? [root] : root.querySelectorAll("ol.cards");
+    lists.forEach(makeSortable);
+  });
+
+  // Forms and links inside the board count as requests in flight: live refreshes wait for them.
+  document.body.addEventListener("htmx:beforeRequest", function (evt) {
+    if (evt.detail.elt && evt.detail.elt.closest && evt.detail.elt.closest("form.move, form.override")) inFlight += 1;
+  });
+  document.body.addEventListener("htmx:afterRequest", function (evt) {
+    if (evt.detail.elt && evt.detail.elt.closest && evt.detail.elt.closest("form.move, form.override")) {
+      inFlight = Math.max(0, inFlight - 1);
+      flush();
+    }
+  });
+
+  // ---- Live updates -------------------------------------------------------------------------------
+
+  function alreadyShown(event) {
+    // Our own move answered with fresh columns; its echo on the socket needs nothing more.
+    const version = event.payload && event.payload.version;
+    const card = document.getElementById("ticket-" + event.entity_id);
+    if (!version || !card || Number(card.dataset.version) < version) return false;
+    const expected = event.type === "ticket.transitioned" ? columnOfPhase(event.payload.to) : event.payload.column;
+    return !expected || columnOfCard(event.entity_id) === expected;
+  }
+
+  function columnsFor(event) {
+    const payload = event.payload || {};
+    const keys = [];
+    if (event.type === "ticket.transitioned") {
+      keys.push(columnOfPhase(payload.from), columnOfPhase(payload.to));
+    } else if (event.type === "ticket.moved") {
+      keys.push(payload.column || columnOfCard(event.entity_id));
+    } else if (event.entity_type === "ticket") {
+      keys.push(columnOfPhase(payload.phase), columnOfCard(event.entity_id));
+    } else if (payload.ticket) {
+      keys.push(columnOfCard(payload.ticket));
+    }
+    return keys.filter(Boolean);
+  }
+
+  function apply(event) {
+    if (event.id <= lastEventId) return; // applied already
+    lastEventId = event.id;
+    page.dataset.lastEventId = String(lastEventId);
+    if (event.entity_type === "ticket" && alreadyShown(event)) return;
+    columnsFor(event).forEach(function (key) {
+      pendingColumns.add(key);
+    });
+    flush();
+  }
+
+  let flushTimer = null;
+  function flush() {
+    if (!pendingColumns.size || dragging || inFlight) return;
+    clearTimeout(flushTimer);
+    // Gather a burst of events into one request.
+    flushTimer = setTimeout(function () {
+      if (!pendingColumns.size || dragging || inFlight) return;
+      const params = filterParams();
+      pendingColumns.forEach(function (key) {
+        params.append("column", key);
+      });
+      pendingColumns.clear();
+      inFlight += 1;
+      htmx
+        .ajax("GET", page.dataset.columnsUrl + "?" + params.toString(), { source: page, swap: "none" })
+        .finally(function () {
+          inFlight -= 1;
+          flush();
+        });
+    }, 30);
+  }
+
+  let socket = null;
+  let retries = 0;
+  let pingTimer = null;
+
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + window.location.host + page.dataset.socketPath + "?after=" + lastEventId);
+    socket.addEventListener("open", function () {
+      retries = 0;
+      setStatus("live", "Live");
+      clearInterval(pingTimer);
+      pingTimer = setInterval(function () {
+        if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ping" }));
+      }, 25000);
+    });
+    socket.addEventListener("message", function (message) {
+      let data;
+      try {
+        data = JSON.parse(message.data);
+      } catch (error) {
+        return;
+      }
+      if (data.type === "event") apply(data.event);
+      else if (data.type === "reload") window.location.reload();
+    });
+    socket.addEventListener("close", function (evt) {
+      clearInterval(pingTimer);
+      if (evt.code === 4401) {
+        setStatus("offline", "Signed out: reload the page to log in again.");
+        return;
+      }
+      if (evt.code === 4404) {
+        setStatus("offline", "This board is no longer available to you.");
+        return;
+      }
+      retries += 1;
+      const delay = Math.min(15000, 500 * 2 ** Math.min(retries, 5));
+      setStatus("offline", "Reconnecting…");
+      setTimeout(connect, delay);
+    });
+  }
+
+  connect();
+})();
