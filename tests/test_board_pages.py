@@ -1,0 +1,364 @@
+"""The board pages: who sees them, what the columns and cards show, filters, swimlanes, paging and query counts."""
+
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from board.models import Board, Ticket
+from board.selectors import PAGE_SIZE
+from board.services import POSITION_GAP, ticket_create, ticket_update
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def bob_client(client, bob):
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def make(board, alice):
+    def make(title, phase="PHASE_BACKLOG", **kwargs):
+        return ticket_create(board=board, title=title, actor=alice, phase=phase, **kwargs)
+
+    return make
+
+
+def bulk_tickets(board, count):
+    """`count` tickets spread over every phase, written in one statement."""
+    phases = list(board.workflow.phases.in_order())
+    priorities = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    Ticket.objects.bulk_create(
+        Ticket(
+            board=board,
+            title=f"Ticket {n}",
+            phase=phases[n % len(phases)],
+            priority=priorities[n % 4],
+            position=(n + 1) * POSITION_GAP,
+            is_blocked=n % 7 == 0,
+            blocked_reason="Waiting" if n % 7 == 0 else "",
+        )
+        for n in range(count)
+    )
+
+
+def board_url(board, query=""):
+    url = reverse("board:detail", args=[board.slug])
+    return f"{url}?{query}" if query else url
+
+
+def column_titles(response, key):
+    view = next(v for v in response.context["columns"] if v.column.key == key)
+    return [card.title for cell in view.cells for card in cell.cards]
+
+
+# Who sees what
+
+
+def test_the_board_list_shows_only_my_boards(bob_client, board, workflow):
+    Board.objects.create(name="Secret board", slug="secret", workflow=workflow)
+    response = bob_client.get(reverse("board:list"))
+    assert response.status_code == 200
+    assert b"Alice&#x27;s board" in response.content
+    assert b"Secret board" not in response.content
+
+
+def test_staff_see_every_board(alice_client, board, workflow):
+    Board.objects.create(name="Secret board", slug="secret", workflow=workflow)
+    response = alice_client.get(reverse("board:list"))
+    assert b"Secret board" in response.content
+
+
+@pytest.mark.parametrize("name", ["board:list", "board:detail", "board:ticket-create"])
+def test_pages_ask_anonymous_visitors_to_log_in(client, board, name):
+    url = reverse(name, args=[board.slug] if name != "board:list" else [])
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_a_member_sees_the_board(bob_client, board, make):
+    make("Visible work")
+    response = bob_client.get(board_url(board))
+    assert response.status_code == 200
+    assert b"Visible work" in response.content
+
+
+def test_an_outsider_gets_404_on_every_board_page(client, charlie, board, make):
+    ticket = make("Hidden")
+    client.force_login(charlie)
+    urls = [
+        board_url(board),
+        reverse("board:columns", args=[board.slug]) + "?column=backlog",
+        reverse("board:column-more", args=[board.slug, "backlog"]),
+        reverse("board:ticket", args=[board.slug, ticket.pk]),
+        reverse("board:ticket-edit", args=[board.slug, ticket.pk]),
+        reverse("board:ticket-create", args=[board.slug]),
+    ]
+    for url in urls:
+        assert client.get(url).status_code == 404, url
+    response = client.post(reverse("board:ticket-move", args=[board.slug, ticket.pk]), {"column": "analyzing"})
+    assert response.status_code == 404
+    ticket.refresh_from_db()
+    assert ticket.phase.key == "PHASE_BACKLOG"
+
+
+def test_staff_see_a_board_they_are_not_members_of(client, board, make):
+    from django.contrib.auth import get_user_model
+
+    dana = get_user_model().objects.create_user("dana", password="x", is_staff=True)
+    client.force_login(dana)
+    assert client.get(board_url(board)).status_code == 200
+
+
+# Columns and cards
+
+
+def test_columns_come_in_workflow_order_with_their_phases_and_counts(bob_client, board, make):
+    make("One")
+    make("Two", "PHASE_DESIGN")
+    response = bob_client.get(board_url(board))
+    keys = [view.column.key for view in response.context["columns"]]
+    assert keys == ["backlog", "analyzing", "building", "testing", "deploying", "done", "blocked"]
+    html = response.content.decode()
+    assert "Requirements Analysis, Design" in html
+    assert ">1/5<" in html  # analyzing: one ticket, limit five
+
+
+def test_a_column_at_its_limit_says_so_in_words(bob_client, board, make):
+    for n in range(3):
+        make(f"Ship {n}", "PHASE_DEPLOYMENT")
+    response = bob_client.get(board_url(board))
+    html = response.content.decode()
+    deploying = html[html.index('id="column-deploying"') :]
+    deploying = deploying[: deploying.index("</header>")]
+    assert "3/3" in deploying
+    assert "Full" in deploying
+
+
+def test_a_warn_column_over_its_limit_says_over_limit(bob_client, board, make):
+    for n in range(6):
+        make(f"Think {n}", "PHASE_REQUIREMENTS")
+    html = bob_client.get(board_url(board)).content.decode()
+    analyzing = html[html.index('id="column-analyzing"') :]
+    analyzing = analyzing[: analyzing.index("</header>")]
+    assert "6/5" in analyzing
+    assert "Over limit" in analyzing
+
+
+def test_cards_show_priority_phase_and_blocked_reason(bob_client, board, make, alice):
+    ticket = make("Spec it", "PHASE_DESIGN", priority="HIGH")
+    ticket_update(ticket=ticket, actor=alice, is_blocked=True, blocked_reason="Waiting for legal")
+    html = bob_client.get(board_url(board)).content.decode()
+    card = html[html.index(f'id="ticket-{ticket.pk}"') :]
+    card = card[: card.index("</li>")]
+    assert "High" in card
+    assert "Design" in card  # analyzing shows two phases, so the card names its own
+    assert "Blocked:" in card and "Waiting for legal" in card
+
+
+def test_a_column_of_one_phase_does_not_repeat_it_on_cards(bob_client, board, make):
+    ticket = make("Plain")
+    html = bob_client.get(board_url(board)).content.decode()
+    card = html[html.index(f'id="ticket-{ticket.pk}"') :]
+    card = card[: card.index("</li>")]
+    assert 'class="phase"' not in card
+
+
+def test_card_text_is_escaped(bob_client, board, make):
+    make('<script>alert("x")</script>')
+    html = bob_client.get(board_url(board)).content.decode()
+    assert '<script>alert("x")</script>' not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_cards_keep_the_order_of_their_positions(bob_client, board, make):
+    first, _, third = make("First"), make("Second"), make("Third")
+    Ticket.objects.filter(pk=third.pk).update(position=first.position - 1)
+    response = bob_client.get(board_url(board))
+    assert column_titles(response, "backlog") == ["Third", "First", "Second"]
+
+
+def test_move_to_offers_every_column_and_says_why_some_are_closed(bob_client, board, make):
+    for n in range(8):
+        make(f"Check {n}", "PHASE_TESTING")
+    ticket = make("Build", "PHASE_IMPLEMENTATION")
+    html = bob_client.get(board_url(board)).content.decode()
+    select = html[html.index(f'id="move-{ticket.pk}"') :]
+    select = select[: select.index("</select>")]
+    assert '<option value="testing" disabled>Testing — full (8/8)</option>' in select
+    assert '<option value="done" disabled>Done — not allowed from Implementation</option>' in select
+    assert '<option value="building" disabled>Building — current column</option>' in select
+    assert '<option value="blocked">Blocked</option>' in select
+
+
+def test_staff_may_choose_a_closed_column_to_override_it(alice_client, board, make):
+    ticket = make("Build", "PHASE_IMPLEMENTATION")
+    html = alice_client.get(board_url(board)).content.decode()
+    select = html[html.index(f'id="move-{ticket.pk}"') :]
+    select = select[: select.index("</select>")]
+    assert '<option value="done">Done — not allowed from Implementation</option>' in select
+
+
+def test_the_page_carries_the_last_event_id_for_the_live_connection(bob_client, board, make):
+    make("One")
+    last = board.events.order_by("-id").first()
+    html = bob_client.get(board_url(board)).content.decode()
+    assert f'data-last-event-id="{last.pk}"' in html
+    assert f'data-socket-path="/ws/boards/{board.slug}/"' in html
+
+
+# Filters and swimlanes
+
+
+def test_filters_narrow_the_cards_and_stay_in_the_links(bob_client, board, make, alice):
+    make("Alpha login", priority="HIGH")
+    make("Beta login", priority="LOW")
+    blocked = make("Gamma login", priority="HIGH")
+    ticket_update(ticket=blocked, actor=alice, is_blocked=True, blocked_reason="Vendor")
+    response = bob_client.get(board_url(board, "priority=HIGH&q=login"))
+    assert column_titles(response, "backlog") == ["Alpha login", "Gamma login"]
+    assert "priority=HIGH&amp;q=login" in response.content.decode()  # the move forms keep the filter
+    response = bob_client.get(board_url(board, "blocked=on"))
+    assert column_titles(response, "backlog") == ["Gamma login"]
+    response = bob_client.get(board_url(board, "phase=PHASE_DESIGN"))
+    assert column_titles(response, "backlog") == []
+
+
+def test_counts_stay_whole_under_a_filter(bob_client, board, make):
+    make("Alpha")
+    make("Beta")
+    response = bob_client.get(board_url(board, "q=Alpha"))
+    backlog = response.context["columns"][0]
+    assert (backlog.count, backlog.shown) == (2, 1)
+    assert "1 shown" in response.content.decode()
+
+
+def test_search_finds_a_ticket_by_number(bob_client, board, make):
+    make("Alpha")
+    beta = make("Beta")
+    response = bob_client.get(board_url(board, f"q=%23{beta.pk}"))
+    assert column_titles(response, "backlog") == ["Beta"]
+
+
+def test_an_unknown_filter_value_is_reported_and_ignored(bob_client, board, make):
+    make("Alpha")
+    response = bob_client.get(board_url(board, "phase=PHASE_NOPE&priority=URGENT"))
+    assert response.status_code == 200
+    assert column_titles(response, "backlog") == ["Alpha"]
+    html = response.content.decode()
+    assert "Select a valid choice. PHASE_NOPE is not one of the available choices." in html
+    assert "This filter is ignored." in html
+
+
+def test_swimlanes_group_each_column_by_priority(bob_client, board, make):
+    make("Low one", priority="LOW")
+    make("Critical one", priority="CRITICAL")
+    response = bob_client.get(board_url(board, "lanes=priority"))
+    backlog = response.context["columns"][0]
+    assert [cell.lane for cell in backlog.cells] == ["CRITICAL", "HIGH", "MEDIUM", "LOW"]
+    assert [[c.title for c in cell.cards] for cell in backlog.cells] == [["Critical one"], [], [], ["Low one"]]
+
+
+def test_an_htmx_filter_request_gets_the_board_body_only(bob_client, board, make):
+    make("Alpha")
+    response = bob_client.get(board_url(board, "q=Alpha"), headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="board-body">')
+    assert "<html" not in html
+    assert "HX-Request" in response["Vary"]
+    assert "HX-Request" in bob_client.get(board_url(board))["Vary"]
+
+
+# Paging
+
+
+def test_a_long_column_shows_its_first_cards_and_loads_more(bob_client, board):
+    Ticket.objects.bulk_create(
+        Ticket(board=board, title=f"Card {n:03}", phase=board.workflow.phases.get(key="PHASE_BACKLOG"), position=n)
+        for n in range(1, PAGE_SIZE + 8)
+    )
+    response = bob_client.get(board_url(board))
+    titles = column_titles(response, "backlog")
+    assert titles == [f"Card {n:03}" for n in range(1, PAGE_SIZE + 1)]
+    html = response.content.decode()
+    last = Ticket.objects.get(title=f"Card {PAGE_SIZE:03}")
+    more_url = reverse("board:column-more", args=[board.slug, "backlog"]) + f"?after={last.pk}"
+    assert more_url in html
+    more = bob_client.get(more_url, headers={"HX-Request": "true"})
+    assert more.status_code == 200
+    titles = re.findall(r'class="card-title"[^>]*>([^<]+)<', more.content.decode())
+    assert titles == [f"Card {n:03}" for n in range(PAGE_SIZE + 1, PAGE_SIZE + 8)]
+    assert "Load more" not in more.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("after=abc", b"`after` must be a ticket id"),
+        ("after=999999", b"Ticket #999999 is not on this board."),
+        ("lane=URGENT", b"Unknown swimlane"),
+    ],
+)
+def test_load_more_refuses_bad_input(bob_client, board, query, message):
+    url = reverse("board:column-more", args=[board.slug, "backlog"]) + f"?{query}"
+    response = bob_client.get(url)
+    assert response.status_code == 400
+    assert message in response.content
+
+
+def test_load_more_of_an_unknown_column_is_refused(bob_client, board):
+    response = bob_client.get(reverse("board:column-more", args=[board.slug, "nowhere"]))
+    assert response.status_code == 400
+    assert b"no column 'nowhere'" in response.content
+
+
+def test_the_columns_fragment_renders_the_asked_columns_out_of_band(bob_client, board, make):
+    make("Alpha")
+    url = reverse("board:columns", args=[board.slug]) + "?column=backlog&column=testing&column=nowhere"
+    html = bob_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert html.count('hx-swap-oob="true"') == 2
+    assert 'id="column-backlog"' in html and 'id="column-testing"' in html
+    assert "Alpha" in html
+
+
+# Query counts
+
+
+def count_queries(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(queries)
+
+
+@pytest.mark.parametrize("query", ["", "lanes=priority", "q=Ticket&priority=HIGH&blocked=on"])
+def test_the_board_page_costs_the_same_queries_with_10_or_500_tickets(bob_client, board, query):
+    bulk_tickets(board, 10)
+    url = board_url(board, query)
+    few = count_queries(bob_client, url)
+    bulk_tickets(board, 490)
+    assert Ticket.objects.count() == 500
+    many = count_queries(bob_client, url)
+    assert few == many
+    assert many <= 12
+
+
+def test_the_board_list_costs_the_same_queries_with_one_or_many_boards(bob_client, board, workflow, bob):
+    few = count_queries(bob_client, reverse("board:list"))
+    for n in range(10):
+        Board.objects.create(name=f"Board {n}", slug=f"board-{n}", workflow=workflow).members.add(bob)
+    assert count_queries(bob_client, reverse("board:list")) == few
+
+
+def test_load_more_costs_the_same_queries_whatever_the_column_length(bob_client, board):
+    bulk_tickets(board, 70)
+    first = Ticket.objects.order_by("position").first()
+    url = reverse("board:column-more", args=[board.slug, "backlog"]) + f"?after={first.pk}"
+    few = count_queries(bob_client, url)
+    bulk_tickets(board, 700)
+    assert count_queries(bob_client, url) == few
