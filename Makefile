@@ -26,7 +26,7 @@ setup: install
 	$(PY) manage.py bootstrap
 
 run: setup
-	@echo "Omoi is at http://$(HOST):$(PORT)/admin/ (Ctrl-C stops it)"
+	@echo "Omoi is at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
 	$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) omoi_site.asgi:application
 
 test: install
