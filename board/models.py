@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from phases.models import Phase, Workflow
 
@@ -143,3 +144,146 @@ class Event(models.Model):
             "actor": self.actor,
             "created_at": self.created_at.isoformat(),
         }
+
+
+class Agent(models.Model):
+    """An AI agent (or any automated worker) that claims tasks through the API with its own token."""
+
+    class Status(models.TextChoices):
+        IDLE = "idle", "Idle"
+        BUSY = "busy", "Busy"
+        OFFLINE = "offline", "Offline"
+
+    name = models.CharField(max_length=100, unique=True)
+    agent_type = models.CharField("type", max_length=50, default="worker")
+    boards = models.ManyToManyField(Board, related_name="agents")
+    # A specialist only claims tasks of this phase; None takes any phase.
+    phase = models.ForeignKey(Phase, on_delete=models.SET_NULL, null=True, blank=True, related_name="agents")
+    capabilities = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.IDLE)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # SHA-256 of the token: tokens are long and random, so a slow hash adds nothing.
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=16, editable=False, help_text="The token's first characters.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def actor_label(self):
+        return f"agent:{self.name}"
+
+    @property
+    def is_revoked(self):
+        return self.revoked_at is not None
+
+    def has_capabilities(self, required):
+        return set(required or []) <= set(self.capabilities or [])
+
+
+class TaskQuerySet(models.QuerySet):
+    def ready(self, now=None):
+        """Pending tasks whose dependencies are completed and whose back-off has passed."""
+        now = now or timezone.now()
+        unfinished = Task.dependencies.through.objects.filter(from_task=OuterRef("pk")).exclude(
+            to_task__status=Task.Status.COMPLETED
+        )
+        return self.filter(status=Task.Status.PENDING).filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now), ~Exists(unfinished)
+        )
+
+    def for_agent(self, agent):
+        """Tasks on the agent's boards, in its phase if it has one."""
+        tasks = self.filter(ticket__board__agents=agent)
+        if agent.phase_id:
+            tasks = tasks.filter(phase_id=agent.phase_id)
+        return tasks
+
+
+class Task(models.Model):
+    """A unit of work inside a ticket, in one phase of its workflow, done by an agent."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ASSIGNED = "assigned", "Assigned"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    OPEN_STATUSES = (Status.PENDING, Status.ASSIGNED, Status.RUNNING)
+    DONE_STATUSES = (Status.COMPLETED,)
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="tasks")
+    phase = models.ForeignKey(Phase, on_delete=models.PROTECT, related_name="tasks")
+    task_type = models.CharField(max_length=64, default="work")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.MEDIUM)
+    # Higher first when agents ask for work; derived from priority unless given.
+    score = models.FloatField(default=0)
+    dependencies = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
+    required_capabilities = models.JSONField(default=list, blank=True)
+    assigned_agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks")
+    retry_count = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveIntegerField(default=3)
+    timeout_seconds = models.PositiveIntegerField(default=3600)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    artifacts = models.JSONField(default=list, blank=True)
+    completed_criteria = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["ticket", "created_at", "id"]
+        indexes = [models.Index(fields=["status", "-score", "created_at"])]
+
+    def __str__(self):
+        return f"Task #{self.pk} {self.title}"
+
+
+class TicketComment(models.Model):
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="comments")
+    body = models.TextField()
+    author = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ticket", "created_at", "id"]
+
+    def __str__(self):
+        return f"Comment by {self.author} on #{self.ticket_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to an agent's POST carrying an Idempotency-Key, returned again for each retry."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    body_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response = models.JSONField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "key"], name="idempotency_key_once_per_agent")]
+
+    def __str__(self):
+        return f"{self.method} {self.path} ({self.key})"

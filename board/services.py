@@ -1,13 +1,18 @@
 """Changes to boards and tickets: each checks its rules, writes its rows and its event in one transaction."""
 
-from django.core.exceptions import ValidationError
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from phases.models import BoardColumn, Phase
 
 from .events import actor_label, actor_user, event_emit
-from .models import PhaseHistory, Priority, Ticket
+from .models import Agent, PhaseHistory, Priority, Task, Ticket, TicketComment
 
 # Room between neighbouring cards, so most moves rewrite one row.
 POSITION_GAP = 1024
@@ -340,3 +345,391 @@ def ticket_move(*, ticket, column, actor, previous_id=None, next_id=None, phase=
         reason=reason,
         force=force,
     )
+
+
+# Agents and tasks
+
+
+class TaskStateError(Exception):
+    """A task change its current state or holder does not allow; the message says why."""
+
+
+TOKEN_PREFIX = "omoi_"
+PRIORITY_SCORE = {Priority.LOW: 1.0, Priority.MEDIUM: 2.0, Priority.HIGH: 3.0, Priority.CRITICAL: 4.0}
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _clean_capabilities(capabilities, *, field="capabilities"):
+    if capabilities is None:
+        return []
+    if isinstance(capabilities, str):
+        capabilities = capabilities.split(",")
+    cleaned = []
+    for item in capabilities:
+        if not isinstance(item, str) or not item.strip() or len(item.strip()) > 64:
+            raise ValidationError({field: f"Each capability is a name of 1 to 64 characters, not {item!r}."})
+        if item.strip() not in cleaned:
+            cleaned.append(item.strip())
+    if len(cleaned) > 50:
+        raise ValidationError({field: "At most 50 capabilities."})
+    return cleaned
+
+
+@transaction.atomic
+def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_type="worker"):
+    """Register an agent on `boards`; returns (agent, token). The token is shown once and stored hashed."""
+    name = _clean_text(name, field="name", max_length=100, required=True)
+    if Agent.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"An agent named {name!r} already exists."})
+    boards = list(boards)
+    if not boards:
+        raise ValidationError({"boards": "An agent works on at least one board."})
+    if phase is not None and not isinstance(phase, Phase):
+        phase = _resolve_phase(boards[0].workflow, phase) if boards else None
+    if phase is not None and any(board.workflow_id != phase.workflow_id for board in boards):
+        raise ValidationError({"phase": f"Phase {phase.key} is not in the workflow of every board given."})
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    agent = Agent.objects.create(
+        name=name,
+        agent_type=_clean_text(agent_type, field="agent_type", max_length=50) or "worker",
+        phase=phase,
+        capabilities=_clean_capabilities(capabilities),
+        token_hash=token_hash(token),
+        token_prefix=token[: len(TOKEN_PREFIX) + 6],
+    )
+    agent.boards.set(boards)
+    for board in boards:
+        event_emit(
+            board=board,
+            type="agent.registered",
+            entity=agent,
+            payload={"name": agent.name, "phase": phase.key if phase else None, "capabilities": agent.capabilities},
+            actor=actor,
+        )
+    return agent, token
+
+
+def agent_authenticate(token):
+    """The agent holding `token`, or None when it is unknown or revoked."""
+    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    return Agent.objects.filter(token_hash=token_hash(token), revoked_at__isnull=True).first()
+
+
+@transaction.atomic
+def agent_revoke(*, agent, actor):
+    """Stop the agent's token from working, at once; its tasks in hand go back to the queue."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.revoked_at is None:
+        agent.revoked_at = timezone.now()
+        agent.status = Agent.Status.OFFLINE
+        agent.save(update_fields=["revoked_at", "status"])
+        for task in Task.objects.filter(assigned_agent=agent, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING]):
+            _task_release(task, actor=actor, reason=f"Agent {agent.name} was revoked.")
+    return agent
+
+
+@transaction.atomic
+def agent_update(*, agent, capabilities=None, agent_type=None, status=None):
+    """An agent changes its own description: capabilities, type, status."""
+    fields = []
+    if capabilities is not None:
+        agent.capabilities = _clean_capabilities(capabilities)
+        fields.append("capabilities")
+    if agent_type is not None:
+        agent.agent_type = _clean_text(agent_type, field="agent_type", max_length=50, required=True)
+        fields.append("agent_type")
+    if status is not None:
+        if status not in Agent.Status.values:
+            raise ValidationError(
+                {"status": f"Unknown status {status!r}; use one of {', '.join(Agent.Status.values)}."}
+            )
+        agent.status = status
+        fields.append("status")
+    agent.last_heartbeat = timezone.now()
+    agent.save(update_fields=[*fields, "last_heartbeat"])
+    return agent
+
+
+def agent_heartbeat(*, agent, status=None):
+    """Record that the agent is alive (one conditional update, no lock)."""
+    changes = {"last_heartbeat": timezone.now()}
+    if status is not None:
+        if status not in Agent.Status.values:
+            raise ValidationError(
+                {"status": f"Unknown status {status!r}; use one of {', '.join(Agent.Status.values)}."}
+            )
+        changes["status"] = status
+    Agent.objects.filter(pk=agent.pk).update(**changes)
+    for name, value in changes.items():
+        setattr(agent, name, value)
+    return agent
+
+
+def _task_payload(task, **extra):
+    return {
+        "ticket": task.ticket_id,
+        "phase": task.phase.key,
+        "status": task.status,
+        "title": task.title,
+        "agent": task.assigned_agent.name if task.assigned_agent_id else None,
+        **extra,
+    }
+
+
+@transaction.atomic
+def task_create(
+    *,
+    ticket,
+    title,
+    actor,
+    phase=None,
+    description="",
+    task_type="work",
+    priority=None,
+    score=None,
+    dependencies=(),
+    required_capabilities=None,
+    max_retries=None,
+    timeout_seconds=None,
+    parent=None,
+    event_payload=None,
+):
+    """Create a task in any phase of the ticket's workflow (the ticket's own phase by default).
+
+    Tasks are free to start in another phase than the ticket's: an agent
+    spawns work wherever it is needed, and the ticket's own phase moves only
+    through the transition service.
+    """
+    title = _clean_text(title, field="title", max_length=200, required=True)
+    task_type = _clean_text(task_type, field="task_type", max_length=64) or "work"
+    workflow = ticket.board.workflow
+    if phase is None:
+        phase = ticket.phase
+    else:
+        try:
+            phase = _resolve_phase(workflow, phase)
+        except TransitionRefused as exc:
+            raise ValidationError({"phase": str(exc)}) from None
+    priority = _clean_priority(priority or ticket.priority)
+    dependencies = list(dependencies)
+    foreign = [dep.pk for dep in dependencies if dep.ticket.board_id != ticket.board_id]
+    if foreign:
+        raise ValidationError({"dependencies": f"Tasks {foreign} are on another board."})
+    if parent is not None and parent.ticket.board_id != ticket.board_id:
+        raise ValidationError({"parent_task": f"Task {parent.pk} is on another board."})
+    if max_retries is None:
+        max_retries = phase.max_retries if phase.max_retries is not None else 3
+    if timeout_seconds is None:
+        timeout_seconds = phase.timeout_seconds or 3600
+    task = Task.objects.create(
+        ticket=ticket,
+        phase=phase,
+        title=title,
+        description=description or "",
+        task_type=task_type,
+        priority=priority,
+        score=PRIORITY_SCORE[priority] if score is None else float(score),
+        required_capabilities=_clean_capabilities(required_capabilities, field="required_capabilities"),
+        max_retries=max_retries,
+        timeout_seconds=timeout_seconds,
+        parent=parent,
+        created_by=actor_label(actor),
+    )
+    if dependencies:
+        task.dependencies.set(dependencies)
+    event_emit(
+        board=ticket.board,
+        type="task.created",
+        entity=task,
+        payload=_task_payload(
+            task,
+            priority=task.priority,
+            parent=parent.pk if parent else None,
+            dependencies=[dep.pk for dep in dependencies],
+            **(event_payload or {}),
+        ),
+        actor=actor,
+    )
+    return task
+
+
+def task_claim(*, agent, board=None):
+    """Hand the best ready task to `agent`, or None when there is none.
+
+    Best is the highest score, then the oldest. The claim is a conditional
+    update (`status = pending` still true), so two agents asking at once never
+    get the same task, on any database, without holding locks while choosing.
+    """
+    if board is not None and not agent.boards.filter(pk=board.pk).exists():
+        raise PermissionDenied(f"Agent {agent.name} is not on board {board.slug}.")
+    candidates = Task.objects.ready().for_agent(agent)
+    if board is not None:
+        candidates = candidates.filter(ticket__board=board)
+    candidates = candidates.order_by("-score", "created_at", "id").values_list("pk", "required_capabilities")
+    offset, batch = 0, 100
+    while True:
+        rows = list(candidates[offset : offset + batch])
+        if not rows:
+            return None
+        for pk, required in rows:
+            if not agent.has_capabilities(required):
+                continue
+            task = _task_take(pk, agent)
+            if task is not None:
+                return task
+        offset += batch
+
+
+@transaction.atomic
+def _task_take(pk, agent):
+    now = timezone.now()
+    taken = Task.objects.filter(pk=pk, status=Task.Status.PENDING).update(
+        status=Task.Status.ASSIGNED, assigned_agent=agent, assigned_at=now, updated_at=now
+    )
+    if not taken:
+        return None  # another agent was quicker
+    task = Task.objects.select_related("ticket__board", "phase", "assigned_agent").get(pk=pk)
+    Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.BUSY, last_heartbeat=now)
+    event_emit(board=task.ticket.board, type="task.assigned", entity=task, payload=_task_payload(task), actor=agent)
+    return task
+
+
+def _held_task(task, agent, allowed):
+    task = Task.objects.select_for_update(of=("self",)).select_related("ticket__board", "phase").get(pk=task.pk)
+    if task.assigned_agent_id != agent.pk:
+        holder = "nobody" if task.assigned_agent_id is None else "another agent"
+        raise TaskStateError(f"Task {task.pk} is held by {holder}, not by {agent.name}.")
+    if task.status not in allowed:
+        raise TaskStateError(f"Task {task.pk} is {task.status}; this needs it {' or '.join(str(s) for s in allowed)}.")
+    task.assigned_agent = agent
+    return task
+
+
+@transaction.atomic
+def task_start(*, task, agent):
+    task = _held_task(task, agent, [Task.Status.ASSIGNED])
+    task.status = Task.Status.RUNNING
+    task.started_at = timezone.now()
+    task.save(update_fields=["status", "started_at", "updated_at"])
+    event_emit(board=task.ticket.board, type="task.started", entity=task, payload=_task_payload(task), actor=agent)
+    return task
+
+
+@transaction.atomic
+def task_complete(*, task, agent, result=None, artifacts=(), completed_criteria=()):
+    """The holder reports the task done, with its result, artifacts and the done-definitions it met."""
+    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING])
+    task.status = Task.Status.COMPLETED
+    task.result = result
+    task.artifacts = list(artifacts)
+    task.completed_criteria = list(completed_criteria)
+    task.finished_at = timezone.now()
+    task.error = ""
+    task.save(
+        update_fields=["status", "result", "artifacts", "completed_criteria", "finished_at", "error", "updated_at"]
+    )
+    _agent_free(agent)
+    missing = task.phase.missing_done_criteria(task.completed_criteria)
+    event_emit(
+        board=task.ticket.board,
+        type="task.completed",
+        entity=task,
+        payload=_task_payload(task, missing_criteria=missing),
+        actor=agent,
+    )
+    return task
+
+
+@transaction.atomic
+def task_fail(*, task, agent, error, retryable=True):
+    """The holder reports failure. A retryable failure goes back to the queue after a back-off, while retries last."""
+    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING])
+    error = _clean_text(error, field="error", required=True)
+    return _task_failed(task, actor=agent, error=error, retryable=retryable)
+
+
+def _retry_delay(task):
+    base = task.phase.retry_backoff_seconds or 30
+    return timedelta(seconds=min(base * 2**task.retry_count, 24 * 3600))
+
+
+def _task_failed(task, *, actor, error, retryable):
+    now = timezone.now()
+    will_retry = retryable and task.retry_count < task.max_retries
+    task.error = error
+    task.finished_at = None if will_retry else now
+    if will_retry:
+        task.next_attempt_at = now + _retry_delay(task)
+        task.retry_count += 1
+        task.status = Task.Status.PENDING
+    else:
+        task.status = Task.Status.FAILED
+    agent = task.assigned_agent
+    task.assigned_agent = None
+    task.save(
+        update_fields=[
+            "status",
+            "error",
+            "finished_at",
+            "next_attempt_at",
+            "retry_count",
+            "assigned_agent",
+            "updated_at",
+        ]
+    )
+    if agent is not None:
+        _agent_free(agent)
+    event_emit(
+        board=task.ticket.board,
+        type="task.failed",
+        entity=task,
+        payload=_task_payload(
+            task,
+            error=error,
+            will_retry=will_retry,
+            retry_count=task.retry_count,
+            next_attempt_at=task.next_attempt_at.isoformat() if will_retry else None,
+        ),
+        actor=actor,
+    )
+    return task
+
+
+def _task_release(task, *, actor, reason):
+    """Put a task in hand back in the queue, without counting a retry."""
+    task.status = Task.Status.PENDING
+    task.assigned_agent = None
+    task.save(update_fields=["status", "assigned_agent", "updated_at"])
+    event_emit(
+        board=task.ticket.board,
+        type="task.released",
+        entity=task,
+        payload=_task_payload(task, reason=reason),
+        actor=actor,
+    )
+
+
+def _agent_free(agent):
+    still_busy = Task.objects.filter(
+        assigned_agent=agent, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING]
+    ).exists()
+    if not still_busy:
+        Agent.objects.filter(pk=agent.pk, status=Agent.Status.BUSY).update(status=Agent.Status.IDLE)
+
+
+@transaction.atomic
+def ticket_comment(*, ticket, body, actor):
+    body = _clean_text(body, field="body", max_length=20000, required=True)
+    comment = TicketComment.objects.create(ticket=ticket, body=body, author=actor_label(actor))
+    event_emit(
+        board=ticket.board,
+        type="ticket.commented",
+        entity=ticket,
+        payload={"comment": comment.pk, "phase": ticket.phase.key},
+        actor=actor,
+    )
+    return comment
