@@ -7,7 +7,7 @@ from django.db.models.functions import RowNumber
 
 from phases.models import BoardColumn, Phase
 
-from .models import Priority, Ticket
+from .models import Priority, Task, Ticket
 
 # Cards shown per column (or per swimlane cell) before "Load more".
 PAGE_SIZE = 50
@@ -180,6 +180,7 @@ def board_columns(board, filters, *, only=None, cards=True):
         .order_by("position", "id")
     )
     by_id = {view.column.pk: view for view in views}
+    shown = []
     for card in ranked:
         view = by_id[card.column_id]
         cell = view.cells[lanes.index(card.priority) if filters.lanes else 0]
@@ -187,7 +188,40 @@ def board_columns(board, filters, *, only=None, cards=True):
             cell.has_more = True
         else:
             cell.cards.append(card)
+            shown.append(card)
+    _add_work_counts(shown)
     return views
+
+
+def _add_work_counts(cards):
+    """Tasks done/total and open discoveries of each card, in one query for all of them.
+
+    Discoveries are reached through the relation the discoveries app adds to
+    Task, by name, so this module does not import the app above it.
+    """
+    for card in cards:
+        card.tasks_total = card.tasks_done = card.open_discoveries = 0
+    if not cards:
+        return
+    rows = (
+        Task.objects.filter(ticket_id__in=[card.pk for card in cards])
+        .values("ticket_id")
+        .annotate(
+            total=Count("id", distinct=True),
+            done=Count("id", filter=Q(status=Task.Status.COMPLETED), distinct=True),
+            open_discoveries=Count("discoveries", filter=Q(discoveries__resolution_status="open"), distinct=True),
+        )
+        .order_by()
+    )
+    counts = {row["ticket_id"]: row for row in rows}
+    for card in cards:
+        row = counts.get(card.pk)
+        if row:
+            card.tasks_total, card.tasks_done, card.open_discoveries = (
+                row["total"],
+                row["done"],
+                row["open_discoveries"],
+            )
 
 
 def column_cards_after(board, filters, *, view, after, lane=""):
@@ -198,6 +232,7 @@ def column_cards_after(board, filters, *, view, after, lane=""):
     if after is not None:
         cards = cards.filter(Q(position__gt=after.position) | Q(position=after.position, pk__gt=after.pk))
     page = list(cards.order_by("position", "id")[: PAGE_SIZE + 1])
+    _add_work_counts(page[:PAGE_SIZE])
     return page[:PAGE_SIZE], len(page) > PAGE_SIZE
 
 

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from phases.models import Phase
 
 from .forms import BoardFilterForm, MoveForm, TicketCreateForm, TicketEditForm
-from .models import Board, Event, PhaseHistory, Ticket
+from .models import Board, Event, PhaseHistory, Task, Ticket
 from .selectors import LANE_ORDER, board_columns, column_cards_after, move_options
 from .services import TransitionRefused, ticket_move
 
@@ -269,6 +269,22 @@ def ticket_detail(request, slug, pk):
     activity = list(
         Event.objects.filter(board=board, entity_type="ticket", entity_id=str(ticket.pk)).order_by("-id")[:100]
     )
+    # Discoveries come through the relation the discoveries app adds to Task: no import of the app above.
+    tasks = list(
+        ticket.tasks.select_related("phase", "assigned_agent")
+        .prefetch_related("discoveries")
+        .order_by("created_at", "id")
+    )
+    discoveries = sorted((d for task in tasks for d in task.discoveries.all()), key=lambda d: (d.discovered_at, d.pk))
+    # A criterion is met once a completed task of the current phase reported it.
+    reported = [
+        criterion
+        for task in tasks
+        if task.phase_id == ticket.phase_id and task.status == Task.Status.COMPLETED
+        for criterion in task.completed_criteria
+    ]
+    missing = set(ticket.phase.missing_done_criteria(reported))
+    criteria = [{"text": text, "met": text not in missing} for text in ticket.phase.done_definitions]
     return render(
         request,
         "board/ticket_detail.html",
@@ -277,7 +293,10 @@ def ticket_detail(request, slug, pk):
             "ticket": ticket,
             "history": history,
             "activity": activity,
-            "criteria": ticket.phase.done_definitions,
+            "tasks": tasks,
+            "discoveries": discoveries,
+            "comments": list(ticket.comments.order_by("created_at", "id")),
+            "criteria": criteria,
             "outputs": ticket.phase.expected_outputs,
         },
     )

@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from board.models import Board, Ticket
+from board.models import Board, Task, Ticket
 from board.selectors import PAGE_SIZE
 from board.services import POSITION_GAP, ticket_create, ticket_update
 
@@ -39,8 +39,8 @@ def bulk_tickets(board, count):
             phase=phases[n % len(phases)],
             priority=priorities[n % 4],
             position=(n + 1) * POSITION_GAP,
-            is_blocked=n % 7 == 0,
-            blocked_reason="Waiting" if n % 7 == 0 else "",
+            is_blocked=n % 3 == 0,
+            blocked_reason="Waiting" if n % 3 == 0 else "",
         )
         for n in range(count)
     )
@@ -362,3 +362,22 @@ def test_load_more_costs_the_same_queries_whatever_the_column_length(bob_client,
     few = count_queries(bob_client, url)
     bulk_tickets(board, 700)
     assert count_queries(bob_client, url) == few
+
+
+def test_cards_show_task_progress_and_open_discoveries(bob_client, board, make, alice):
+    from board.services import task_create
+    from discoveries.models import Discovery
+
+    ticket = make("With work", "PHASE_IMPLEMENTATION")
+    done = task_create(ticket=ticket, title="Done part", actor=alice)
+    task_create(ticket=ticket, title="Open part", actor=alice)
+    Task.objects.filter(pk=done.pk).update(status="completed")
+    Discovery.objects.create(source_task=done, discovery_type="bug", description="Crash", discovered_by="x")
+    Discovery.objects.create(
+        source_task=done, discovery_type="bug", description="Old", discovered_by="x", resolution_status="resolved"
+    )
+    html = bob_client.get(board_url(board)).content.decode()
+    card = html[html.index(f'id="ticket-{ticket.pk}"') :]
+    card = card[: card.index("</li>")]
+    assert "Tasks 1/2" in card
+    assert "1 open discovery" in card

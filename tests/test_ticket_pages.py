@@ -164,3 +164,26 @@ def test_an_outsider_cannot_create_or_edit(client, charlie, ticket):
     assert client.post(edit, {"title": "Hacked", "priority": "LOW"}).status_code == 404
     ticket.refresh_from_db()
     assert ticket.title == "Single sign-on"
+
+
+def test_the_detail_page_lists_tasks_discoveries_comments_and_ticks_reported_criteria(bob_client, ticket, alice):
+    from board.models import Task
+    from board.services import agent_create, task_claim, task_complete, task_create, ticket_comment
+    from discoveries.models import Discovery
+
+    agent = agent_create(name="scribe", boards=[ticket.board], actor=alice)[0]
+    first_criterion = ticket.phase.done_definitions[0]
+    task = task_create(ticket=ticket, title="Groom <i>it</i>", actor=alice)
+    task_claim(agent=agent)
+    task_complete(task=task, agent=agent, completed_criteria=[first_criterion.upper()])
+    task_create(ticket=ticket, title="Follow-up", actor=alice, phase="PHASE_TESTING", parent=task)
+    Discovery.objects.create(source_task=task, discovery_type="bug", description="<b>Crash</b>", discovered_by="scribe")
+    ticket_comment(ticket=ticket, body="<script>alert(1)</script>", actor=agent)
+
+    html = bob_client.get(detail_url(ticket)).content.decode()
+    assert "Groom &lt;i&gt;it&lt;/i&gt;" in html and "Follow-up" in html and "(from task #" in html
+    assert "&lt;b&gt;Crash&lt;/b&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+    assert f"☑</span> {escape(first_criterion)}" in html
+    assert html.count("☐</span>") == len(ticket.phase.done_definitions) - 1
+    assert Task.objects.count() == 2
