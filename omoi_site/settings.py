@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",
+    "ninja",
     "phases",
     "board",
     "discoveries",

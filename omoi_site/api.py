@@ -1,0 +1,23 @@
+"""The agent API object: every app's routers under /api/v1/, bearer-token auth, one error format."""
+
+from ninja import NinjaAPI
+
+from board import api as board_api
+
+api = NinjaAPI(
+    title="Omoi agent API",
+    version="1",
+    description=(
+        "The contract agent runtimes code against. Authenticate with `Authorization: Bearer <token>`; "
+        "a POST may carry an `Idempotency-Key` header to make retries safe."
+    ),
+    urls_namespace="api",
+    auth=board_api.AgentAuth(),
+)
+board_api.install_error_handlers(api)
+
+api.add_router("/agents", board_api.agents)
+api.add_router("/tasks", board_api.tasks)
+api.add_router("/tickets", board_api.tickets)
+api.add_router("/phases", board_api.phases)
+api.add_router("/boards", board_api.boards)
