@@ -78,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "board.middleware.ApiGuardMiddleware",
 ]
 
 ROOT_URLCONF = "omoi_site.urls"
@@ -157,6 +158,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Largest workflow file accepted by the admin import form and load_workflow.
 OMOI_MAX_WORKFLOW_BYTES = envint("OMOI_MAX_WORKFLOW_BYTES", str(1024 * 1024), minimum=1024)
+# Largest body an agent may send; a larger one is answered 413 before it is parsed.
+OMOI_API_MAX_BODY_BYTES = envint("OMOI_API_MAX_BODY_BYTES", str(256 * 1024), minimum=1024)
 
 LOGGING = {
     "version": 1,

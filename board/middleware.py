@@ -1,0 +1,142 @@
+"""Guards in front of the agent API: a body size limit, and Idempotency-Key replay for POSTs."""
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse, JsonResponse
+
+from .models import IdempotencyRecord
+from .services import agent_authenticate
+
+API_PREFIX = "/api/"
+KEY_MAX = 200
+
+
+def _problem(status, message):
+    return JsonResponse({"detail": message}, status=status)
+
+
+class ApiGuardMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.GET.items()):
+            return _problem(422, "The URL contains a NUL character (%00), which no parameter accepts.")
+        if request.method not in ("POST", "PUT", "PATCH"):
+            return self.get_response(request)
+        problem = self._body_too_big(request) or self._body_not_json(request)
+        if problem:
+            return problem
+        key = request.headers.get("Idempotency-Key")
+        if key is None or request.method != "POST":
+            return self.get_response(request)
+        return self._idempotent(request, key)
+
+    def _body_too_big(self, request):
+        limit = settings.OMOI_API_MAX_BODY_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if declared.isdigit() and int(declared) > limit:
+            return _problem(413, f"The request body is {int(declared)} bytes; the limit is {limit} bytes.")
+        try:
+            size = len(request.body)
+        except RequestDataTooBig:
+            return _problem(413, f"The request body is over the limit of {limit} bytes.")
+        if size > limit:
+            return _problem(413, f"The request body is {size} bytes; the limit is {limit} bytes.")
+        return None
+
+    def _body_not_json(self, request):
+        if not request.body:
+            return None
+        try:
+            data = json.loads(request.body)
+        except UnicodeDecodeError:
+            return _problem(422, "The request body is not UTF-8 text.")
+        except RecursionError:
+            return _problem(422, "The request body is nested too deeply.")
+        except ValueError as exc:
+            return JsonResponse(
+                {
+                    "detail": [
+                        {"loc": ["body"], "msg": f"The request body is not valid JSON: {exc}", "type": "json_invalid"}
+                    ]
+                },
+                status=422,
+            )
+        if _has_nul(data):
+            # PostgreSQL text cannot hold NUL characters; refuse them before any service sees them.
+            return _problem(422, "The request body contains a NUL character (\\u0000), which no field accepts.")
+        return None
+
+    def _idempotent(self, request, key):
+        if not key.strip() or len(key) > KEY_MAX or not key.isprintable():
+            return _problem(422, f"Idempotency-Key must be 1 to {KEY_MAX} printable characters.")
+        auth = request.headers.get("Authorization", "")
+        agent = agent_authenticate(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
+        if agent is None:
+            return self.get_response(request)  # the API answers 401 itself
+        body_hash = hashlib.sha256(request.body).hexdigest()
+
+        # The record, the change and the stored answer commit together: a retry
+        # either finds the first answer or finds that nothing happened.
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    record = IdempotencyRecord.objects.create(
+                        agent=agent, key=key, method=request.method, path=request.path[:500], body_hash=body_hash
+                    )
+            except IntegrityError:
+                return self._replay(agent, key, request, body_hash)
+            response = self.get_response(request)
+            if response.status_code >= 500:
+                transaction.set_rollback(True)
+                return response
+            record.status_code = response.status_code
+            record.response = _json_or_text(response)
+            record.save(update_fields=["status_code", "response"])
+        return response
+
+    def _replay(self, agent, key, request, body_hash):
+        record = IdempotencyRecord.objects.get(agent=agent, key=key)
+        if record.path != request.path[:500] or record.body_hash != body_hash:
+            return _problem(
+                422,
+                f"Idempotency-Key {key!r} was first used for another request ({record.method} {record.path}); "
+                "use a new key for a new request.",
+            )
+        if record.status_code == 204:
+            response = HttpResponse(status=204)
+        else:
+            response = JsonResponse(record.response, status=record.status_code, safe=False)
+        response["Idempotent-Replayed"] = "true"
+        return response
+
+
+def _json_or_text(response):
+    if not response.content:
+        return None
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return response.content.decode(errors="replace")
+
+
+def _has_nul(data):
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
