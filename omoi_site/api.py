@@ -3,6 +3,7 @@
 from ninja import NinjaAPI
 
 from board import api as board_api
+from discoveries import api as discoveries_api
 
 api = NinjaAPI(
     title="Omoi agent API",
@@ -21,3 +22,9 @@ api.add_router("/tasks", board_api.tasks)
 api.add_router("/tickets", board_api.tickets)
 api.add_router("/phases", board_api.phases)
 api.add_router("/boards", board_api.boards)
+api.add_router("/discoveries", discoveries_api.router)
+
+
+@api.get("/health", auth=None, tags=["health"], summary="Liveness: a trivial JSON answer, no database")
+def health(request):
+    return {"status": "ok"}

@@ -1,0 +1,259 @@
+"""The agent API for discoveries: record, branch, resolve, list, and the workflow graph (a django-ninja router).
+
+As in board.api: every lookup goes through the calling agent's boards (404
+otherwise), the body is bounded by its schema, and the services' refusals keep
+their message (422 for input, 409 for a discovery already closed).
+"""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.db.models import Prefetch
+from ninja import Field, Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from board.api import NAME_MAX, TEXT_MAX, NotFound, PriorityName, TaskOut, agent_board, agent_task, agent_ticket
+from board.models import Task
+
+from .graph import workflow_graph
+from .models import Discovery
+from .services import DiscoveryStateError, discovery_branch, discovery_record, discovery_resolve
+
+router = Router(tags=["discoveries"])
+
+PAGE_MAX = 200
+
+# A Literal, so an unknown type is refused with the list of valid ones, and the OpenAPI schema lists them too.
+DiscoveryTypeName = Literal[tuple(Discovery.Type.values)]
+ResolutionName = Literal[tuple(Discovery.Resolution.values)]
+
+_RELATED = ("source_task__ticket__board",)
+_SPAWNED = Prefetch("spawned_tasks", queryset=Task.objects.only("pk").order_by("pk"))
+
+
+def agent_discovery(agent, discovery_id):
+    discovery = (
+        _discoveries_of(agent).filter(pk=discovery_id).prefetch_related(_SPAWNED).select_related(*_RELATED).first()
+    )
+    if discovery is None:
+        raise NotFound(f"No discovery {discovery_id} on this agent's boards.")
+    return discovery
+
+
+def _discoveries_of(agent):
+    return Discovery.objects.filter(source_task__ticket__board__agents=agent)
+
+
+# Schemas
+
+
+class RecordIn(Schema):
+    source_task_id: int = Field(gt=0, lt=2**53, description="The task the agent was doing; it need not hold it.")
+    discovery_type: DiscoveryTypeName
+    description: str = Field(min_length=1, max_length=TEXT_MAX, description="What was found, stored as given.")
+    priority_boost: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object, kept exactly as sent.")
+
+
+class BranchIn(RecordIn):
+    phase: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Any phase key of the ticket's workflow (allowed transitions do not apply); "
+        "the source task's phase by default.",
+    )
+    title: str | None = Field(
+        default=None, min_length=1, max_length=NAME_MAX, description="By default the type and first line found."
+    )
+    task_description: str | None = Field(
+        default=None, max_length=TEXT_MAX, description="The new task's description; the discovery's by default."
+    )
+    priority: PriorityName | None = Field(
+        default=None, description="By default the source task's, one level higher with priority_boost."
+    )
+    required_capabilities: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ResolveIn(Schema):
+    status: Literal["resolved", "invalid"]
+    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+
+
+class DiscoveryOut(Schema):
+    id: int
+    source_task_id: int
+    ticket_id: int
+    board: str
+    discovery_type: str
+    description: str
+    spawned_task_ids: list[int]
+    discovered_at: datetime
+    discovered_by: str
+    priority_boost: bool
+    resolution_status: str
+    resolved_by: str
+    resolution_note: str
+    resolved_at: datetime | None
+    metadata: dict[str, Any]
+
+    @staticmethod
+    def from_discovery(discovery):
+        return {
+            "id": discovery.pk,
+            "source_task_id": discovery.source_task_id,
+            "ticket_id": discovery.source_task.ticket_id,
+            "board": discovery.source_task.ticket.board.slug,
+            "discovery_type": discovery.discovery_type,
+            "description": discovery.description,
+            "spawned_task_ids": [task.pk for task in discovery.spawned_tasks.all()],
+            "discovered_at": discovery.discovered_at,
+            "discovered_by": discovery.discovered_by,
+            "priority_boost": discovery.priority_boost,
+            "resolution_status": discovery.resolution_status,
+            "resolved_by": discovery.resolved_by,
+            "resolution_note": discovery.resolution_note,
+            "resolved_at": discovery.resolved_at,
+            "metadata": discovery.metadata,
+        }
+
+
+class BranchOut(Schema):
+    discovery: DiscoveryOut
+    task: TaskOut
+
+
+class DiscoveryPage(Schema):
+    items: list[DiscoveryOut]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class DiscoveryFilters(Schema):
+    type: DiscoveryTypeName | None = None
+    status: ResolutionName | None = None
+    ticket: int | None = Field(default=None, gt=0, lt=2**53)
+    board: str | None = Field(default=None, min_length=1, max_length=100)
+    after: int = Field(default=0, ge=0, lt=2**53, description="Only discoveries with a larger id.")
+    limit: int = Field(default=50, ge=1, le=PAGE_MAX)
+
+
+class NodeOut(Schema):
+    id: int
+    ticket: int
+    phase: str
+    phase_name: str
+    status: str
+    priority: str
+    title: str
+    agent: str | None
+    parent: int | None
+
+
+class EdgeOut(Schema):
+    id: str
+    kind: Literal["discovery", "dependency"]
+    source: int
+    target: int
+    discovery_id: int | None
+    discovery_type: str | None
+    description: str | None
+    resolution_status: str | None
+
+
+class GraphOut(Schema):
+    nodes: list[NodeOut]
+    edges: list[EdgeOut]
+
+
+# Endpoints
+
+
+@router.post("/record", response={201: DiscoveryOut}, summary="Record a discovery without branching the work")
+def discovery_new(request, payload: RecordIn):
+    source = agent_task(request.auth, payload.source_task_id)
+    discovery = discovery_record(
+        source_task=source,
+        discovery_type=payload.discovery_type,
+        description=payload.description,
+        actor=request.auth,
+        priority_boost=payload.priority_boost,
+        metadata=payload.metadata,
+    )
+    return Status(201, DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery.pk)))
+
+
+@router.post("/branch", response={201: BranchOut}, summary="Record a discovery and spawn one task for it, in any phase")
+def discovery_spawn(request, payload: BranchIn):
+    source = agent_task(request.auth, payload.source_task_id)
+    discovery, task = discovery_branch(
+        source_task=source,
+        discovery_type=payload.discovery_type,
+        description=payload.description,
+        actor=request.auth,
+        phase=payload.phase,
+        title=payload.title,
+        task_description=payload.task_description,
+        priority=payload.priority,
+        priority_boost=payload.priority_boost,
+        required_capabilities=payload.required_capabilities,
+        metadata=payload.metadata,
+    )
+    task = Task.objects.select_related("ticket__board", "phase", "assigned_agent").get(pk=task.pk)
+    return Status(
+        201,
+        {
+            "discovery": DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery.pk)),
+            "task": TaskOut.from_task(task, dependencies=[]),
+        },
+    )
+
+
+@router.post("/{int:discovery_id}/resolve", response=DiscoveryOut, summary="Close a discovery as resolved or invalid")
+def discovery_close(request, discovery_id: int, payload: ResolveIn):
+    discovery = agent_discovery(request.auth, discovery_id)
+    try:
+        discovery_resolve(discovery=discovery, status=payload.status, reason=payload.reason, actor=request.auth)
+    except DiscoveryStateError as exc:
+        raise HttpError(409, str(exc)) from None
+    return DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery_id))
+
+
+@router.get("", response=DiscoveryPage, summary="Discoveries on the agent's boards, oldest first")
+def discovery_list(request, filters: Query[DiscoveryFilters]):
+    found = _discoveries_of(request.auth)
+    if filters.board:
+        found = found.filter(source_task__ticket__board=agent_board(request.auth, filters.board))
+    if filters.ticket:
+        found = found.filter(source_task__ticket=agent_ticket(request.auth, filters.ticket))
+    if filters.type:
+        found = found.filter(discovery_type=filters.type)
+    if filters.status:
+        found = found.filter(resolution_status=filters.status)
+    # By id, not discovered_at: the cursor must be unique and follow insertion.
+    page = list(
+        found.filter(pk__gt=filters.after)
+        .select_related(*_RELATED)
+        .prefetch_related(_SPAWNED)
+        .order_by("pk")[: filters.limit + 1]
+    )
+    more = len(page) > filters.limit
+    page = page[: filters.limit]
+    return {
+        "items": [DiscoveryOut.from_discovery(discovery) for discovery in page],
+        "next_after": page[-1].pk if more else None,
+    }
+
+
+@router.get("/{int:discovery_id}", response=DiscoveryOut, summary="A discovery")
+def discovery_get(request, discovery_id: int):
+    return DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery_id))
+
+
+@router.get("/graph/{int:ticket_id}", response=GraphOut, summary="A ticket's workflow graph: tasks and branches")
+def graph_of_ticket(request, ticket_id: int):
+    return workflow_graph(agent_ticket(request.auth, ticket_id))
+
+
+@router.get("/graph/board/{slug}", response=GraphOut, summary="A board's workflow graph: every ticket's tasks")
+def graph_of_board(request, slug: str):
+    return workflow_graph(agent_board(request.auth, slug))

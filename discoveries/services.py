@@ -1,0 +1,212 @@
+"""Recording what an agent found, branching the work into a new task, and resolving: each in one transaction."""
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from board.events import actor_label, actor_user, event_emit
+from board.models import Priority
+from board.services import task_create
+
+from .models import Discovery
+
+DESCRIPTION_MAX = 20_000
+REASON_MAX = 20_000
+# Serialised size of the metadata: an agent's context, not a file store.
+METADATA_MAX_BYTES = 64 * 1024
+METADATA_MAX_DEPTH = 32
+# How much of a description goes into an event payload: enough for a tooltip, not a copy of the row.
+SUMMARY_LENGTH = 200
+
+
+class DiscoveryStateError(Exception):
+    """A change the discovery's resolution status does not allow; the message says why."""
+
+
+def _clean_type(discovery_type):
+    if discovery_type not in Discovery.Type.values:
+        raise ValidationError(
+            {
+                "discovery_type": (
+                    f"Unknown discovery type {discovery_type!r}; use one of {', '.join(Discovery.Type.values)}."
+                )
+            }
+        )
+    return discovery_type
+
+
+def _required_text(value, *, field, max_length):
+    """Text stored exactly as given: blank is refused, but surrounding spaces are the sender's to keep."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError({field: "This field cannot be blank."})
+    if len(value) > max_length:
+        raise ValidationError({field: f"At most {max_length} characters (this has {len(value)})."})
+    return value
+
+
+def _depth(value):
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _clean_metadata(metadata):
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ValidationError({"metadata": "Metadata is a JSON object."})
+    if _depth(metadata) > METADATA_MAX_DEPTH:
+        raise ValidationError({"metadata": f"Metadata is nested at most {METADATA_MAX_DEPTH} levels deep."})
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({"metadata": f"Metadata must be plain JSON: {exc}"}) from None
+    if size > METADATA_MAX_BYTES:
+        raise ValidationError({"metadata": f"At most {METADATA_MAX_BYTES} bytes of metadata (this has {size})."})
+    return metadata
+
+
+def _summary(text):
+    return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
+
+
+@transaction.atomic
+def discovery_record(*, source_task, discovery_type, description, actor, priority_boost=False, metadata=None):
+    """Record what was found while doing `source_task`; the work does not branch."""
+    discovery = Discovery.objects.create(
+        source_task=source_task,
+        discovery_type=_clean_type(discovery_type),
+        description=_required_text(description, field="description", max_length=DESCRIPTION_MAX),
+        discovered_by=actor_label(actor),
+        priority_boost=bool(priority_boost),
+        metadata=_clean_metadata(metadata),
+    )
+    event_emit(
+        board=source_task.ticket.board,
+        type="discovery.recorded",
+        entity=discovery,
+        payload={
+            "source_task": source_task.pk,
+            "ticket": source_task.ticket_id,
+            "phase": source_task.phase.key,
+            "discovery_type": discovery.discovery_type,
+            "summary": _summary(discovery.description),
+            "priority_boost": discovery.priority_boost,
+        },
+        actor=actor,
+    )
+    return discovery
+
+
+@transaction.atomic
+def discovery_branch(
+    *,
+    source_task,
+    discovery_type,
+    description,
+    actor,
+    phase=None,
+    title=None,
+    task_description=None,
+    priority=None,
+    priority_boost=False,
+    required_capabilities=None,
+    metadata=None,
+):
+    """Record a discovery and spawn exactly one task for it, in any phase of the ticket's workflow.
+
+    The allowed transitions do not apply: they govern where a ticket may move,
+    and a discovery branches the work wherever it is needed (the source task's
+    phase when no `phase` is given). The new task's parent is the source task.
+    Its priority is `priority` when given, else the source task's, one level
+    higher with `priority_boost`. Returns (discovery, task).
+    """
+    discovery = discovery_record(
+        source_task=source_task,
+        discovery_type=discovery_type,
+        description=description,
+        actor=actor,
+        priority_boost=priority_boost,
+        metadata=metadata,
+    )
+    if priority is None:
+        priority = Priority.raised(source_task.priority) if priority_boost else source_task.priority
+    if title is None or not str(title).strip():
+        title = f"{discovery.get_discovery_type_display()}: {description.strip().splitlines()[0]}"
+        title = title if len(title) <= 200 else title[:199] + "…"
+    task = task_create(
+        ticket=source_task.ticket,
+        title=title,
+        actor=actor,
+        phase=phase if phase is not None else source_task.phase,
+        description=description if task_description is None else task_description,
+        task_type=f"discovery_{discovery.discovery_type}",
+        priority=priority,
+        required_capabilities=required_capabilities,
+        parent=source_task,
+        event_payload={"discovery": discovery.pk},
+    )
+    discovery.spawned_tasks.add(task)
+    event_emit(
+        board=source_task.ticket.board,
+        type="discovery.branch_created",
+        entity=discovery,
+        payload={
+            "source_task": source_task.pk,
+            "spawned_task": task.pk,
+            "ticket": task.ticket_id,
+            "from_phase": source_task.phase.key,
+            "spawn_phase": task.phase.key,
+            "discovery_type": discovery.discovery_type,
+            "summary": _summary(discovery.description),
+            "priority": task.priority,
+        },
+        actor=actor,
+    )
+    return discovery, task
+
+
+@transaction.atomic
+def discovery_resolve(*, discovery, status, reason, actor):
+    """Close an open discovery as `resolved` or `invalid`, saying why; a closed one stays closed."""
+    closing = (Discovery.Resolution.RESOLVED, Discovery.Resolution.INVALID)
+    if status not in closing:
+        raise ValidationError({"status": f"Unknown status {status!r}; use one of {', '.join(closing)}."})
+    reason = _required_text(reason, field="reason", max_length=REASON_MAX)
+    discovery = (
+        Discovery.objects.select_for_update(of=("self",))
+        .select_related("source_task__ticket__board")
+        .get(pk=discovery.pk)
+    )
+    if discovery.resolution_status != Discovery.Resolution.OPEN:
+        raise DiscoveryStateError(
+            f"Discovery {discovery.pk} is already {discovery.resolution_status} "
+            f"(by {discovery.resolved_by or 'unknown'}); only an open discovery can be resolved."
+        )
+    discovery.resolution_status = status
+    discovery.resolution_note = reason
+    discovery.resolved_by = actor_label(actor)
+    discovery.resolved_by_user = actor_user(actor)
+    discovery.resolved_at = timezone.now()
+    discovery.save(
+        update_fields=["resolution_status", "resolution_note", "resolved_by", "resolved_by_user", "resolved_at"]
+    )
+    event_emit(
+        board=discovery.source_task.ticket.board,
+        type="discovery.resolved",
+        entity=discovery,
+        payload={
+            "source_task": discovery.source_task_id,
+            "ticket": discovery.source_task.ticket_id,
+            "status": status,
+            "reason": _summary(reason),
+        },
+        actor=actor,
+    )
+    return discovery
