@@ -2,12 +2,16 @@
 
 import json
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 
 from .forms import TicketAddForm, TicketChangeForm
-from .models import Board, Event, PhaseHistory, Ticket
+from .models import Agent, Board, Event, PhaseHistory, Task, Ticket, TicketComment
+from .services import TransitionRefused, agent_create, agent_revoke
 
 
 class ReadOnlyAdminMixin:
@@ -110,3 +114,180 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Payload")
     def payload_pretty(self, obj):
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+class AgentAddForm(forms.ModelForm):
+    """Registers the agent through agent_create, which returns the token; the form keeps it for one message."""
+
+    capabilities = forms.CharField(
+        required=False, max_length=4000, help_text="Comma-separated, e.g. <code>python, django</code>."
+    )
+
+    class Meta:
+        model = Agent
+        fields = ("name", "agent_type", "boards", "phase", "capabilities")
+
+    actor = None
+    token = None
+
+    def _post_clean(self):
+        # The service checks and writes (the model's own checks would duplicate its rules); it runs last.
+        if self.errors:
+            return
+        data = self.cleaned_data
+        try:
+            self.instance, self.token = agent_create(
+                name=data["name"],
+                boards=data["boards"],
+                phase=data["phase"],
+                capabilities=data["capabilities"] or None,
+                agent_type=data["agent_type"],
+                actor=self.actor,
+            )
+        except TransitionRefused as exc:
+            self.add_error("phase", str(exc))
+        except ValidationError as exc:
+            for field, errors in exc.update_error_dict({}).items():
+                self.add_error(field if field in self.fields else None, errors)
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    """Agents are added through agent_create (the token is shown once) and retired by revoking, never edited."""
+
+    list_display = ("name", "agent_type", "status", "phase", "board_list", "last_heartbeat", "revoked")
+    list_filter = ("status", ("revoked_at", admin.EmptyFieldListFilter), "boards")
+    search_fields = ("name",)
+    actions = ("revoke_agents",)
+    add_fields = ("name", "agent_type", "boards", "phase", "capabilities")
+    change_fields = (
+        "name",
+        "agent_type",
+        "status",
+        "phase",
+        "board_list",
+        "capabilities",
+        "last_heartbeat",
+        "token",
+        "revoked_at",
+        "created_at",
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("phase").prefetch_related("boards")
+
+    def get_fields(self, request, obj=None):
+        return self.change_fields if obj else self.add_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.change_fields if obj else ()
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = AgentAddForm
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.actor = request.user  # a class made for this request by modelform_factory
+        return form
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "boards":
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        """The form's service call already wrote the agent; this only hands the token over, once."""
+        if not change:
+            messages.warning(
+                request,
+                format_html(
+                    "The token of agent {} is <code>{}</code>. Copy it now: this is the only time it is shown, "
+                    "and only its hash is stored.",
+                    obj.name,
+                    form.token,
+                ),
+            )
+
+    def save_related(self, request, form, formsets, change):
+        """Nothing to do: agent_create set the boards, and nothing else of an agent is edited here."""
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if request.method == "POST":
+            # A submitted form shown again was not saved: undo whatever the service wrote while validating it.
+            transaction.set_rollback(True)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def response_change(self, request, obj):
+        if "_revoke" in request.POST:
+            if obj.revoked_at is None:
+                agent_revoke(agent=obj, actor=request.user)
+                self.message_user(request, f"Revoked {obj.name}: its token no longer works.", messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting would strand the agent's tasks in hand and its history; revoke it instead.
+        return False
+
+    @admin.display(description="Boards")
+    def board_list(self, obj):
+        return ", ".join(board.slug for board in obj.boards.all())
+
+    @admin.display(description="Revoked", boolean=True, ordering="revoked_at")
+    def revoked(self, obj):
+        return obj.is_revoked
+
+    @admin.display(description="Token")
+    def token(self, obj):
+        if obj.is_revoked:
+            return format_html("<code>{}…</code> (revoked)", obj.token_prefix)
+        return format_html(
+            '<code>{}…</code> <input type="submit" name="_revoke" value="Revoke" class="button" '
+            "onclick=\"return confirm('Revoke this agent? Its token stops working at once.')\">",
+            obj.token_prefix,
+        )
+
+    @admin.action(description="Revoke the selected agents' tokens", permissions=["change"])
+    def revoke_agents(self, request, queryset):
+        agents = list(queryset.filter(revoked_at__isnull=True))
+        for agent in agents:
+            agent_revoke(agent=agent, actor=request.user)
+        self.message_user(
+            request,
+            f"Revoked {len(agents)} agent(s); their tasks in hand went back to the queue.",
+            messages.SUCCESS,
+        )
+
+
+@admin.register(Task)
+class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Tasks change through the task services and the agent API only; here they are looked at."""
+
+    list_display = (
+        "id",
+        "title",
+        "ticket",
+        "phase",
+        "status",
+        "priority",
+        "score",
+        "assigned_agent",
+        "retry_count",
+        "updated_at",
+    )
+    list_display_links = ("id", "title")
+    list_filter = ("status", "phase", "priority", "ticket__board")
+    list_select_related = ("ticket", "phase", "assigned_agent")
+    search_fields = ("title",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(TicketComment)
+class TicketCommentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "ticket", "author", "short_body")
+    list_select_related = ("ticket",)
+    search_fields = ("body", "author", "ticket__title")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="Comment")
+    def short_body(self, obj):
+        return obj.body if len(obj.body) <= 80 else obj.body[:79] + "…"

@@ -7,13 +7,14 @@ with the service's own message.
 """
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Prefetch
 from ninja import Field, Router, Schema
 from ninja.errors import HttpError
+from ninja.responses import Status
 from ninja.security import HttpBearer
 
 from phases.models import Phase
@@ -114,7 +115,7 @@ def agent_phase(agent, key, board_slug=None):
     """A phase by key among the workflows of the agent's boards; `board` decides when several have it."""
     phases = Phase.objects.filter(key=key, workflow__boards__agents=agent).distinct().with_transitions()
     if board_slug:
-        phases = phases.filter(workflow__boards__slug=board_slug)
+        phases = phases.filter(workflow__boards__in=Board.objects.filter(agents=agent, slug=board_slug))
     found = list(phases[:2])
     if not found:
         where = f" on board {board_slug!r}" if board_slug else " in the workflows of this agent's boards"
@@ -236,7 +237,7 @@ class TaskCreateIn(Schema):
     task_type: str = Field(default="work", max_length=64)
     priority: PriorityName | None = None
     score: float | None = Field(default=None, ge=-1e9, le=1e9)
-    dependencies: list[int] = Field(default_factory=list, max_length=LIST_MAX)
+    dependencies: list[Annotated[int, Field(gt=0, lt=2**53)]] = Field(default_factory=list, max_length=LIST_MAX)
     required_capabilities: list[str] = Field(default_factory=list, max_length=50)
     parent_task_id: int | None = Field(default=None, gt=0, lt=2**53)
     max_retries: int | None = Field(default=None, ge=0, le=100)
@@ -298,7 +299,7 @@ def task_next(request, payload: ClaimIn):
     board = agent_board(request.auth, payload.board) if payload.board else None
     task = task_claim(agent=request.auth, board=board)
     if task is None:
-        return 204, None
+        return Status(204, None)
     return TaskOut.from_task(task)
 
 
@@ -324,7 +325,7 @@ def task_new(request, payload: TaskCreateIn):
         max_retries=payload.max_retries,
         timeout_seconds=payload.timeout_seconds,
     )
-    return 201, TaskOut.from_task(task)
+    return Status(201, TaskOut.from_task(task))
 
 
 @tasks.get("/{int:task_id}", response=TaskOut, summary="A task")
@@ -444,7 +445,7 @@ def ticket_new(request, payload: TicketCreateIn):
         phase=payload.phase,
         actor=request.auth,
     )
-    return 201, _ticket_out(ticket)
+    return Status(201, _ticket_out(ticket))
 
 
 @tickets.get("/{int:ticket_id}", response=TicketDetailOut, summary="A ticket with its tasks, history and comments")
@@ -487,7 +488,7 @@ def ticket_move_phase(request, ticket_id: int, payload: TransitionIn):
 @tickets.post("/{int:ticket_id}/comments", response={201: CommentOut}, summary="Comment on a ticket")
 def ticket_add_comment(request, ticket_id: int, payload: CommentIn):
     comment = ticket_comment(ticket=agent_ticket(request.auth, ticket_id), body=payload.body, actor=request.auth)
-    return 201, comment
+    return Status(201, comment)
 
 
 # Phases

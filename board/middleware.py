@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -13,6 +14,8 @@ from .services import agent_authenticate
 
 API_PREFIX = "/api/"
 KEY_MAX = 200
+# Deep enough for any structured result an agent reports, far below Python's recursion limit.
+MAX_DEPTH = 64
 
 
 def _problem(status, message):
@@ -24,6 +27,16 @@ class ApiGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        response = self._guard(request)
+        if request.path.startswith(API_PREFIX) and response.status_code >= 400 and not _is_json(response):
+            # Django's 404 page and ninja's 405 are HTML or text; an agent reads every error as JSON.
+            problem = _problem(response.status_code, _plain_reason(request, response))
+            if response.has_header("Allow"):
+                problem["Allow"] = response["Allow"]
+            return problem
+        return response
+
+    def _guard(self, request):
         if not request.path.startswith(API_PREFIX):
             return self.get_response(request)
         if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.GET.items()):
@@ -69,9 +82,14 @@ class ApiGuardMiddleware:
                 },
                 status=422,
             )
+        if not isinstance(data, dict):
+            return _problem(422, "The request body must be a JSON object.")
         if _has_nul(data):
             # PostgreSQL text cannot hold NUL characters; refuse them before any service sees them.
             return _problem(422, "The request body contains a NUL character (\\u0000), which no field accepts.")
+        problem = _unstorable(data)
+        if problem:
+            return _problem(422, problem)
         return None
 
     def _idempotent(self, request, key):
@@ -118,6 +136,18 @@ class ApiGuardMiddleware:
         return response
 
 
+def _is_json(response):
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+def _plain_reason(request, response):
+    if response.status_code == 404:
+        return f"No API endpoint at {request.path}."
+    if response.status_code == 405:
+        return f"{request.method} is not allowed here; allowed: {response.get('Allow', 'none')}."
+    return f"{response.reason_phrase}."
+
+
 def _json_or_text(response):
     if not response.content:
         return None
@@ -125,6 +155,34 @@ def _json_or_text(response):
         return json.loads(response.content)
     except ValueError:
         return response.content.decode(errors="replace")
+
+
+def _unstorable(data):
+    """Why a JSON field could not store `data`, or None.
+
+    json.loads accepts NaN, Infinity, numbers that overflow to infinity, lone
+    surrogates (\\ud800) and nesting up to Python's recursion limit; a JSON
+    column refuses the first three (PostgreSQL jsonb at once, SQLite by its
+    JSON_VALID check) and deep nesting overflows the encoder when it is saved.
+    """
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"The request body is nested more than {MAX_DEPTH} levels deep."
+        if isinstance(item, float) and not math.isfinite(item):
+            return "The request body contains NaN or an infinite number, which JSON cannot store."
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return "The request body contains an unpaired surrogate (\\ud800-\\udfff), which is not Unicode text."
+        elif isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
+            stack.extend((value, depth + 1) for value in item.values())
+        elif isinstance(item, list):
+            stack.extend((value, depth + 1) for value in item)
+    return None
 
 
 def _has_nul(data):
