@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`: not tests, and not collected by pytest (its testpaths is tests/)."""

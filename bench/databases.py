@@ -1,0 +1,84 @@
+"""Throwaway databases for the benchmarks: never the developer's db.sqlite3, never an existing PostgreSQL database.
+
+Nothing here imports Django: the database is chosen before Django reads its settings.
+"""
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+# Written on the databases this module creates: one carrying it may be dropped again, any other is left alone.
+BENCH_COMMENT = "Omoi benchmark database: created and dropped by python -m bench.board"
+
+
+class Refused(Exception):
+    """The benchmarks will not run on this database; the message says why."""
+
+
+class Unreachable(Exception):
+    """The database server does not answer."""
+
+
+@contextlib.contextmanager
+def sqlite_database():
+    """The path of a new SQLite file in a temporary directory, removed afterwards with its WAL files."""
+    directory = tempfile.mkdtemp(prefix="omoi-bench-")
+    try:
+        yield str(Path(directory) / "bench.sqlite3")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def bench_database_name(name):
+    """`omoi_bench` stays `omoi_bench`; any other name gets `_bench` added, so DATABASE_URL's own database is never used."""
+    name = name or "omoi"
+    return name if name.endswith("bench") else f"{name}_bench"
+
+
+def describe(url):
+    """The URL without its password, for printing."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+@contextlib.contextmanager
+def postgres_database(url):
+    """Create a fresh benchmark database beside the one `url` names; yield its URL; drop it at the end."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise Refused(f"The benchmarks run on PostgreSQL or, with DATABASE_URL unset, SQLite; not on {parts.scheme}.")
+    name = bench_database_name(parts.path.lstrip("/"))
+    # Like Django's own test databases, create and drop from the maintenance database.
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    database = sql.Identifier(name)
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise Unreachable(f"PostgreSQL at {describe(admin_url)} does not answer: {exc}".strip()) from None
+    with admin:
+        row = admin.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if row is not None:
+            if row[0] != BENCH_COMMENT:
+                raise Refused(
+                    f"Database {name} already exists and was not created by the benchmarks: it is left alone. "
+                    "Point DATABASE_URL at another database name."
+                )
+            # Left behind by an interrupted run.
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(database))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(database, sql.Literal(BENCH_COMMENT)))
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
