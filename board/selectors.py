@@ -9,8 +9,9 @@ from phases.models import BoardColumn, Phase
 
 from .models import Priority, Task, Ticket
 
-# Cards shown per column (or per swimlane cell) before "Load more".
+# Cards shown per column before "Load more"; fewer per swimlane, as a column shows four of them.
 PAGE_SIZE = 50
+LANE_PAGE_SIZE = 20
 
 LANE_ORDER = list(reversed(Priority.values))  # Critical first
 
@@ -172,11 +173,12 @@ def board_columns(board, filters, *, only=None, cards=True):
     if not cards:
         return views
     partition = [F("column_id"), F("priority")] if filters.lanes else [F("column_id")]
+    page_size = LANE_PAGE_SIZE if filters.lanes else PAGE_SIZE
     ranked = (
         _cards_query(board, filters, views)
         .filter(phase_id__in=list(by_phase))
         .annotate(rank=Window(RowNumber(), partition_by=partition, order_by=[F("position").asc(), F("id").asc()]))
-        .filter(rank__lte=PAGE_SIZE + 1)
+        .filter(rank__lte=page_size + 1)
         .order_by("position", "id")
     )
     by_id = {view.column.pk: view for view in views}
@@ -184,7 +186,7 @@ def board_columns(board, filters, *, only=None, cards=True):
     for card in ranked:
         view = by_id[card.column_id]
         cell = view.cells[lanes.index(card.priority) if filters.lanes else 0]
-        if card.rank > PAGE_SIZE:
+        if card.rank > page_size:
             cell.has_more = True
         else:
             cell.cards.append(card)
@@ -231,9 +233,10 @@ def column_cards_after(board, filters, *, view, after, lane=""):
         cards = cards.filter(priority=lane)
     if after is not None:
         cards = cards.filter(Q(position__gt=after.position) | Q(position=after.position, pk__gt=after.pk))
-    page = list(cards.order_by("position", "id")[: PAGE_SIZE + 1])
-    _add_work_counts(page[:PAGE_SIZE])
-    return page[:PAGE_SIZE], len(page) > PAGE_SIZE
+    size = LANE_PAGE_SIZE if lane else PAGE_SIZE
+    page = list(cards.order_by("position", "id")[: size + 1])
+    _add_work_counts(page[:size])
+    return page[:size], len(page) > size
 
 
 def move_options(phases, views, *, may_force=False):

@@ -5,7 +5,7 @@ import secrets
 from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -212,12 +212,25 @@ def _position_between(*, ticket, column_phase_ids, previous_id, next_id):
     if high - low > 1:
         return (low + high) // 2
     # The gap is used up: spread this column out again, leaving room where the card goes.
-    ordered = list(cards.order_by("position", "pk").only("pk", "position"))
-    insert_at = next((i for i, card in enumerate(ordered) if card.position >= high), len(ordered))
-    for index, card in enumerate(ordered):
-        card.position = (index + 1 + (index >= insert_at)) * POSITION_GAP
-    Ticket.objects.bulk_update(ordered, ["position"])
+    # One statement, however long the column: row by row, a 5,000-card column took seconds
+    # under the column lock.
+    insert_at = cards.filter(position__lt=high).count()
+    _renumber(cards, insert_at)
     return (insert_at + 1) * POSITION_GAP
+
+
+def _renumber(cards, insert_at):
+    """Positions 1, 2, 3… × POSITION_GAP in the current order, skipping one slot after the first `insert_at`."""
+    inner, params = cards.order_by().values("pk").query.sql_with_params()
+    table = connection.ops.quote_name(Ticket._meta.db_table)
+    order = f"ORDER BY {connection.ops.quote_name('position')}, {connection.ops.quote_name('id')}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET position = (n.rn + CASE WHEN n.rn > %s THEN 1 ELSE 0 END) * %s "
+            f"FROM (SELECT id, ROW_NUMBER() OVER ({order}) AS rn FROM {table} WHERE id IN ({inner})) AS n "
+            f"WHERE {table}.id = n.id",
+            [insert_at, POSITION_GAP, *params],
+        )
 
 
 def _not_allowed(from_phase, target):

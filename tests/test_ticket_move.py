@@ -205,6 +205,26 @@ def test_a_used_up_gap_renumbers_that_column_only(make, bob, column):
     assert Ticket.objects.get(pk=other.pk).position == other.position
 
 
+def test_renumbering_costs_the_same_queries_in_a_short_or_long_column(board, bob, column, phase):
+    def renumber_queries(size):
+        Ticket.objects.filter(board=board).delete()
+        Ticket.objects.bulk_create(
+            Ticket(board=board, title=f"Card {n}", phase=phase("PHASE_BACKLOG"), position=n) for n in range(size)
+        )
+        cards = list(Ticket.objects.filter(board=board).order_by("position"))
+        first, second, last = cards[0], cards[1], cards[-1]
+        with CaptureQueriesContext(connection) as queries:
+            ticket_move(ticket=last, column=column("backlog"), actor=bob, previous_id=first.pk, next_id=second.pk)
+        assert order(column("backlog"))[:3] == ["Card 0", f"Card {size - 1}", "Card 1"]
+        positions = list(
+            Ticket.objects.filter(board=board).order_by("position", "pk").values_list("position", flat=True)
+        )
+        assert positions == [POSITION_GAP * (n + 1) for n in range(size)]
+        return len(queries)
+
+    assert renumber_queries(5) == renumber_queries(300)
+
+
 def test_a_move_takes_a_fixed_number_of_queries(make, bob, column):
     def queries_for(size):
         cards = [make(f"{size}-{number}", "PHASE_IMPLEMENTATION") for number in range(size)]
