@@ -6,6 +6,11 @@
   const page = document.getElementById("board-page");
   if (!page) return;
 
+  // htmx puts the focus back on a swapped-in button at once but wires its form only when the swap
+  // settles (20 ms later by default): Enter or Space in between posted the form natively and reloaded
+  // the page. Settling at once leaves no such gap; the board has no settle transitions to wait for.
+  htmx.config.defaultSettleDelay = 0;
+
   const FILTERS = ["priority", "phase", "q", "blocked", "lanes"];
   const liveStatus = document.getElementById("live-status");
   let lastEventId = Number(page.dataset.lastEventId || 0);

@@ -1,0 +1,235 @@
+"""Helpers for the browser tests: a Daphne server on the test database, Debian's Chromium, and the gestures.
+
+The server is a separate process, as in production: it reads the database the
+test process writes, so browser tests need committed data (transactional
+tests) and a database both processes can open (see `django_db_modify_db_settings`
+in conftest.py: the SQLite test database is a file, not memory).
+"""
+
+import contextlib
+import functools
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
+from django.db import connection
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PASSWORD = "correct horse battery staple"
+# Daphne imports Django and Channels before it answers; a cold machine needs a few seconds.
+SERVER_START_SECONDS = 30
+# Files the board page cannot work without; the server must serve them itself.
+STATIC_CHECKS = ["/static/js/board.js", "/static/vendor/sortablejs/Sortable.min.js", "/static/vendor/htmx/htmx.min.js"]
+
+
+def in_ci():
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def require_chromium():
+    """Skip without Debian's Chromium, except in CI, where a missing browser is a failure, not a pass."""
+    if Path(CHROMIUM).exists():
+        return
+    message = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+    if in_ci():
+        pytest.fail(f"{message}; CI must run the browser tests.", pytrace=False)
+    pytest.skip(f"{message} to run the browser tests.")
+
+
+@functools.cache
+def password_hash():
+    """The server checks passwords with Django's default hasher, not the tests' fast MD5 one.
+
+    Hashed once per session: PBKDF2 is slow on purpose, and every test's users are new.
+    """
+    return make_password(PASSWORD, hasher=PBKDF2PasswordHasher())
+
+
+def give_browser_password(user):
+    user.password = password_hash()
+    user.save(update_fields=["password"])
+    return user
+
+
+def _server_database_env():
+    """Point the server at the database this test session created."""
+    database = connection.settings_dict
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = database["NAME"]
+        if connection.is_in_memory_db():
+            raise RuntimeError("The SQLite test database is in memory; another process cannot open it.")
+        return {"DATABASE_URL": "", "SQLITE_PATH": str(name)}
+    # Keep the URL's user, host and options; only the database is the test one (test_<name>).
+    url = urlsplit(os.environ["DATABASE_URL"])
+    return {"DATABASE_URL": urlunsplit(url._replace(path="/" + database["NAME"]))}
+
+
+class Server:
+    """Daphne serving the project on a port the test process bound, so no other process can take it between."""
+
+    def __init__(self, log_path):
+        self.log_path = Path(log_path)
+        self.process = None
+        self.url = None
+
+    def start(self):
+        env = {
+            **os.environ,
+            **_server_database_env(),
+            "DJANGO_SETTINGS_MODULE": "omoi_site.settings",
+            # DEBUG makes WhiteNoise serve static/ through the finders, as edited, with no collectstatic
+            # into the shared tree (whose copy may be stale); it also puts tracebacks in the log.
+            "DEBUG": "true",
+            "REDIS_URL": os.environ.get("REDIS_URL", ""),
+            "PYTHONUNBUFFERED": "1",
+        }
+        # The test process allows sync ORM calls beside Playwright's loop; the server must keep the guard.
+        env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with listener, open(self.log_path, "ab") as log:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(128)
+            self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "omoi_site.asgi:application"],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=[listener.fileno()],
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ready(self):
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        pending = list(STATIC_CHECKS)
+        while pending:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Daphne exited with {self.process.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Daphne did not serve {pending[0]} in {SERVER_START_SECONDS} s:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + pending[0], timeout=2) as response:
+                    status = response.status
+            except urllib.error.HTTPError as exc:
+                raise RuntimeError(f"{pending[0]} answered {exc.code}:\n{self.log_tail()}") from None
+            except OSError:
+                time.sleep(0.1)  # not accepting yet
+                continue
+            if status != 200:
+                raise RuntimeError(f"{pending[0]} answered {status}:\n{self.log_tail()}")
+            pending.pop(0)
+
+    def stop(self):
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_size(self):
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_since(self, offset):
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log_since(0).splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running_server(log_path):
+    server = Server(log_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """Playwright's sync API driving Debian's Chromium; Playwright never downloads a browser here."""
+    from playwright.sync_api import sync_playwright
+
+    # The sync API keeps an asyncio loop running in this thread (it switches to it with greenlets), and
+    # Django then refuses every ORM call here with SynchronousOnlyOperation, fixtures and flushes included.
+    # The calls are not made from a coroutine, only beside one: allow them while the browser runs.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def log_in(page, username, next_path):
+    """Log in through the real form, as a person would, and land on `next_path`."""
+    page.goto(f"/accounts/login/?next={next_path}")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"**{next_path}")
+
+
+def drag(page, source, target, *, steps=12):
+    """Drag `source` onto `target` with the mouse: press, move in steps, release.
+
+    SortableJS only starts a drag after the pointer moved, and places the card
+    where the dragover events say; a single jump would skip both.
+    """
+    start = source.bounding_box()
+    end = target.bounding_box()
+    x, y = start["x"] + start["width"] / 2, start["y"] + start["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 10, y + 10, steps=3)
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=steps)
+    page.mouse.up()
+
+
+def tab_to(page, element_id, *, limit=100):
+    """Press Tab until the element with `element_id` has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+            return
+    raise AssertionError(f"#{element_id} never got the focus after {limit} presses of Tab")
+
+
+def press_then_again_at_once(page, key, next_key):
+    """Press `key` on the focused control, then `next_key` on the first frame its re-rendered copy has the focus.
+
+    A quick keyboard user does not wait for the page to settle after a swap; nor does this.
+    """
+    element_id = page.evaluate(
+        "() => { document.activeElement.dataset.beforeSwap = 'yes'; return document.activeElement.id; }"
+    )
+    page.keyboard.press(key)
+    page.wait_for_function(
+        "id => document.activeElement && document.activeElement.id === id && !document.activeElement.dataset.beforeSwap",
+        arg=element_id,
+        polling="raf",
+    )
+    page.keyboard.press(next_key)
