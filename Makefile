@@ -45,5 +45,18 @@ migrations-check: install
 
 check: lint migrations-check
 
+# Board page and move timings, on SQLite in a temporary file, then on PostgreSQL when one answers
+# (in a new omoi_bench database, dropped afterwards). Results also go to bench/results/<database>.json.
+# Then the agent API over HTTP, Daphne and 16 clients, in a new omoi_api_bench database on that server.
+BENCH_POSTGRES_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/omoi_bench)
+
+# Both passes run even when the first fails; make fails if either did. The URL may hold a password: not echoed.
+bench: install
+	@status=0; \
+	DATABASE_URL= $(PY) -m bench.board || status=1; \
+	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.board --skip-unreachable || status=1; \
+	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.api --skip-unreachable || status=1; \
+	exit $$status
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -575,14 +575,19 @@ def task_claim(*, agent, board=None):
 
     Best is the highest score, then the oldest. The claim is a conditional
     update (`status = pending` still true), so two agents asking at once never
-    get the same task, on any database, without holding locks while choosing.
+    get the same task, on any database. Where the database can skip locked
+    rows, each claimer first locks its candidate with SKIP LOCKED: concurrent
+    agents then take different tasks instead of queueing behind the same one.
     """
     if board is not None and not agent.boards.filter(pk=board.pk).exists():
         raise PermissionDenied(f"Agent {agent.name} is not on board {board.slug}.")
     candidates = Task.objects.ready().for_agent(agent)
     if board is not None:
         candidates = candidates.filter(ticket__board=board)
-    candidates = candidates.order_by("-score", "created_at", "id").values_list("pk", "required_capabilities")
+    candidates = candidates.order_by("-score", "created_at", "id")
+    if connection.features.has_select_for_update_skip_locked and connection.vendor == "postgresql":
+        return _task_claim_skip_locked(candidates, agent)
+    candidates = candidates.values_list("pk", "required_capabilities")
     offset, batch = 0, 100
     while True:
         rows = list(candidates[offset : offset + batch])
@@ -595,6 +600,13 @@ def task_claim(*, agent, board=None):
             if task is not None:
                 return task
         offset += batch
+
+
+@transaction.atomic
+def _task_claim_skip_locked(candidates, agent):
+    mine = candidates.filter(required_capabilities__contained_by=agent.capabilities or [])
+    pk = mine.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True).first()
+    return _task_take(pk, agent) if pk is not None else None
 
 
 @transaction.atomic

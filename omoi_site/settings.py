@@ -102,7 +102,9 @@ TEMPLATES = [
 
 if os.environ.get("DATABASE_URL"):
     try:
-        DATABASES = {"default": dj_database_url.config(conn_max_age=60, conn_health_checks=True)}
+        # No persistent connections: under ASGI every request runs in its own thread, and each
+        # thread would keep its own connection until PostgreSQL refuses new ones.
+        DATABASES = {"default": dj_database_url.config(conn_max_age=0)}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 else:
