@@ -84,9 +84,6 @@ class ApiGuardMiddleware:
             )
         if not isinstance(data, dict):
             return _problem(422, "The request body must be a JSON object.")
-        if _has_nul(data):
-            # PostgreSQL text cannot hold NUL characters; refuse them before any service sees them.
-            return _problem(422, "The request body contains a NUL character (\\u0000), which no field accepts.")
         problem = _unstorable(data)
         if problem:
             return _problem(422, problem)
@@ -164,6 +161,7 @@ def _unstorable(data):
     surrogates (\\ud800) and nesting up to Python's recursion limit; a JSON
     column refuses the first three (PostgreSQL jsonb at once, SQLite by its
     JSON_VALID check) and deep nesting overflows the encoder when it is saved.
+    PostgreSQL text cannot hold NUL characters either, in any field.
     """
     stack = [(data, 1)]
     while stack:
@@ -173,6 +171,8 @@ def _unstorable(data):
         if isinstance(item, float) and not math.isfinite(item):
             return "The request body contains NaN or an infinite number, which JSON cannot store."
         if isinstance(item, str):
+            if "\x00" in item:
+                return "The request body contains a NUL character (\\u0000), which no field accepts."
             try:
                 item.encode()
             except UnicodeEncodeError:
@@ -183,18 +183,3 @@ def _unstorable(data):
         elif isinstance(item, list):
             stack.extend((value, depth + 1) for value in item)
     return None
-
-
-def _has_nul(data):
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
