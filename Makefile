@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-requirements
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run setup serve install test check lint format migrations-check bench clean
+.PHONY: run setup serve install test test-quick check lint format migrations-check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: setup
 
 test: install
 	$(PY) -m pytest
+
+# The edit-and-run loop: everything but the browser tests and the long sweeps and fuzzing.
+test-quick: install
+	$(PY) -m pytest -m "not browser and not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

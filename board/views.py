@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Max
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -90,6 +90,16 @@ def _decorate(cards, options, names):
         card.phase_name = names.get(card.phase_id, "")
 
 
+def _bad_request(message):
+    """A refusal of a fragment request, as plain text: what the user sent is never read as markup."""
+    return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+
+
+def _shown(value):
+    """A value the user sent, quoted and cut short for a message."""
+    return repr(value if len(value) <= 64 else value[:63] + "…")
+
+
 def _vary_on_htmx(response):
     patch_vary_headers(response, ("HX-Request",))
     return response
@@ -143,19 +153,19 @@ def column_more(request, slug, key):
     filters = filter_form.filters()
     views = board_columns(board, filters, only=[key])
     if not views:
-        return HttpResponseBadRequest(f"Board {board.name} has no column {key!r}.")
+        return _bad_request(f"Board {board.name} has no column {_shown(key)}.")
     view = views[0]
     lane = request.GET.get("lane", "")
     if lane and lane not in LANE_ORDER:
-        return HttpResponseBadRequest(f"Unknown swimlane {lane!r}.")
+        return _bad_request(f"Unknown swimlane {_shown(lane)}; use one of {', '.join(LANE_ORDER)}.")
     after = None
     after_id = request.GET.get("after", "")
     if after_id:
         if not after_id.isdigit() or len(after_id) > 18:
-            return HttpResponseBadRequest(f"`after` must be a ticket id, not {after_id!r}.")
+            return _bad_request(f"`after` must be a ticket id, not {_shown(after_id)}.")
         after = Ticket.objects.filter(board=board, pk=int(after_id)).only("pk", "position").first()
         if after is None:
-            return HttpResponseBadRequest(f"Ticket #{after_id} is not on this board.")
+            return _bad_request(f"Ticket #{after_id} is not on this board.")
     cards, has_more = column_cards_after(board, filters, view=view, after=after, lane=lane)
     context = _board_context(request, board, phases, filter_form, views)
     _decorate(cards, context["options"], {phase.pk: phase.name for phase in phases})

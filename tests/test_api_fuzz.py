@@ -43,7 +43,7 @@ from board.services import agent_create, agent_revoke, task_create, ticket_creat
 from discoveries.models import Discovery
 from omoi_site.api import api
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "75"))
 ALLOWED_ERRORS = {400, 401, 403, 404, 405, 409, 413, 422}
