@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from phases.models import BoardColumn, Phase
@@ -238,19 +238,44 @@ def _not_allowed(from_phase, target):
     return f"{from_phase.name} cannot move to {target}; from {from_phase.name} a ticket may move to: {allowed}"
 
 
+def _lock_columns(*, column, phase, from_phase_id):
+    """Lock the target column and the ticket's current one, in id order; return the target (None: none shows it).
+
+    Columns are locked before the ticket's row, on every path: a renumber
+    rewrites every card of its column, so a mover holding its own card while
+    waiting for that column would deadlock with the one renumbering it. With
+    the source column locked too, nobody else can be moving a card out of the
+    column being renumbered.
+    """
+
+    def showing(phase_id):
+        return Exists(BoardColumn.phases.through.objects.filter(boardcolumn_id=OuterRef("pk"), phase_id=phase_id))
+
+    target = Q(pk=column.pk) if column is not None else Q(showing(phase.pk))
+    locked = BoardColumn.objects.select_for_update().filter(target | Q(showing(from_phase_id))).order_by("pk")
+    if column is not None:
+        return next((found for found in locked if found.pk == column.pk), None)
+    return next((found for found in locked.annotate(is_target=showing(phase.pk)) if found.is_target), None)
+
+
 def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reason="", force=False, transition=False):
     reason = (reason or "").strip()
-    # Lock the ticket row only: the column lock below is what serialises drops into a column.
-    ticket = Ticket.objects.select_for_update(of=("self",)).select_related("board__workflow").get(pk=ticket.pk)
-    workflow = ticket.board.workflow
-    from_phase = Phase.objects.with_transitions().get(pk=ticket.phase_id)
+    # Lock order: columns, then the ticket, then the board row (event_emit, last).
+    seen = Ticket.objects.select_related("board__workflow").get(pk=ticket.pk)
+    workflow = seen.board.workflow
     if phase is not None:
         phase = _resolve_phase(workflow, phase)
-        if transition and phase == from_phase:
-            raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
     if column is not None and column.workflow_id != workflow.pk:
         raise TransitionRefused(f"Column {column.name} belongs to another workflow than {workflow.name}.")
-    column = _column_of(phase) if column is None else BoardColumn.objects.select_for_update().get(pk=column.pk)
+    column = _lock_columns(column=column, phase=phase, from_phase_id=seen.phase_id)
+    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    if ticket.phase_id != seen.phase_id:
+        # Moved by someone else between the read and the lock: the columns locked are no longer its own.
+        raise TransitionRefused(f"“{ticket.title}” was moved by someone else meanwhile; look again and retry.")
+    ticket.board = seen.board
+    from_phase = Phase.objects.with_transitions().get(pk=ticket.phase_id)
+    if transition and phase == from_phase:
+        raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
     column_phases = list(column.phases.in_order()) if column else [phase]
     forcing_allowed = _forcing_rule(actor, reason)
 
