@@ -4,14 +4,16 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.options import csrf_protect_m
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.utils.html import format_html
 
 from .forms import TicketAddForm, TicketChangeForm
 from .models import Agent, Board, Event, PhaseHistory, Task, Ticket, TicketComment
-from .services import TransitionRefused, agent_create, agent_revoke
+from .services import TransitionRefused, agent_create, agent_revoke, agent_update
 
 
 class ReadOnlyAdminMixin:
@@ -151,9 +153,50 @@ class AgentAddForm(forms.ModelForm):
                 self.add_error(field if field in self.fields else None, errors)
 
 
+class AgentChangeForm(forms.ModelForm):
+    """What staff trust an agent with (capabilities, type, phase), changed through agent_update."""
+
+    capabilities = forms.CharField(
+        required=False,
+        max_length=4000,
+        help_text="Comma-separated. The agent claims only tasks whose required capabilities it has.",
+    )
+
+    class Meta:
+        model = Agent
+        fields = ("agent_type", "phase", "capabilities")
+
+    actor = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial["capabilities"] = ", ".join(self.instance.capabilities or [])
+        if not self.instance.is_revoked:  # a revoked agent's page shows every field read-only
+            workflows = self.instance.boards.values("workflow")
+            self.fields["phase"].queryset = self.fields["phase"].queryset.filter(workflow__in=workflows)
+            self.fields["phase"].help_text = "Empty: the agent takes tasks of any phase."
+
+    def _post_clean(self):
+        if self.errors or self.instance.is_revoked:
+            return
+        data = self.cleaned_data
+        try:
+            self.instance = agent_update(
+                agent=self.instance,
+                actor=self.actor,
+                capabilities=data["capabilities"] or [],
+                agent_type=data["agent_type"],
+                phase=data["phase"],
+            )
+        except ValidationError as exc:
+            for field, errors in exc.update_error_dict({}).items():
+                self.add_error(field if field in self.fields else None, errors)
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    """Agents are added through agent_create (the token is shown once) and retired by revoking, never edited."""
+    """Agents are added through agent_create (the token is shown once), changed by staff through agent_update
+    (capabilities, type, phase: an agent cannot change them itself) and retired by revoking."""
 
     list_display = ("name", "agent_type", "status", "phase", "board_list", "last_heartbeat", "revoked")
     list_filter = ("status", ("revoked_at", admin.EmptyFieldListFilter), "boards")
@@ -172,6 +215,7 @@ class AgentAdmin(admin.ModelAdmin):
         "revoked_at",
         "created_at",
     )
+    editable_fields = ("agent_type", "phase", "capabilities")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("phase").prefetch_related("boards")
@@ -180,11 +224,14 @@ class AgentAdmin(admin.ModelAdmin):
         return self.change_fields if obj else self.add_fields
 
     def get_readonly_fields(self, request, obj=None):
-        return self.change_fields if obj else ()
+        if obj is None:
+            return ()
+        if obj.is_revoked:
+            return self.change_fields
+        return tuple(name for name in self.change_fields if name not in self.editable_fields)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is None:
-            kwargs["form"] = AgentAddForm
+        kwargs["form"] = AgentAddForm if obj is None else AgentChangeForm
         form = super().get_form(request, obj, change=change, **kwargs)
         form.actor = request.user  # a class made for this request by modelform_factory
         return form
@@ -195,7 +242,7 @@ class AgentAdmin(admin.ModelAdmin):
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
-        """The form's service call already wrote the agent; this only hands the token over, once."""
+        """The form's service call already wrote the agent; this only hands a new agent's token over, once."""
         if not change:
             messages.warning(
                 request,
@@ -216,13 +263,20 @@ class AgentAdmin(admin.ModelAdmin):
             transaction.set_rollback(True)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def response_change(self, request, obj):
-        if "_revoke" in request.POST:
-            if obj.revoked_at is None:
-                agent_revoke(agent=obj, actor=request.user)
-                self.message_user(request, f"Revoked {obj.name}: its token no longer works.", messages.SUCCESS)
+    @csrf_protect_m
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method == "POST" and object_id and "_revoke" in request.POST:
+            # The Revoke button sits in the change form: revoke, and leave whatever else was typed unsaved.
+            agent = self.get_object(request, unquote(object_id))
+            if agent is None:
+                raise Http404
+            if not self.has_change_permission(request, agent):
+                raise PermissionDenied
+            if agent.revoked_at is None:
+                agent_revoke(agent=agent, actor=request.user)
+                self.message_user(request, f"Revoked {agent.name}: its token no longer works.", messages.SUCCESS)
             return HttpResponseRedirect(request.path)
-        return super().response_change(request, obj)
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def has_delete_permission(self, request, obj=None):
         # Deleting would strand the agent's tasks in hand and its history; revoke it instead.

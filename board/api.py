@@ -16,6 +16,7 @@ from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 from ninja.security import HttpBearer
+from pydantic import ConfigDict, model_validator
 
 from phases.models import Phase
 
@@ -26,7 +27,6 @@ from .services import (
     TransitionRefused,
     agent_authenticate,
     agent_heartbeat,
-    agent_update,
     task_claim,
     task_complete,
     task_create,
@@ -154,14 +154,25 @@ class AgentOut(Schema):
         }
 
 
-class AgentUpdateIn(Schema):
-    agent_type: str | None = Field(default=None, min_length=1, max_length=50)
-    capabilities: list[str] | None = Field(default=None, max_length=50)
-    status: Literal["idle", "busy", "offline"] | None = None
+# Set by staff in the admin or with `manage.py create_agent`: an agent that could set them would pass every gate.
+STAFF_FIELDS = ("capabilities", "agent_type", "phase", "boards", "name")
 
 
 class HeartbeatIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
     status: Literal["idle", "busy", "offline"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_staff_fields(cls, data):
+        given = [name for name in STAFF_FIELDS if isinstance(data, dict) and name in data]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set by staff (the admin or "
+                "manage.py create_agent); an agent reports only its status"
+            )
+        return data
 
 
 class TaskOut(Schema):
@@ -277,9 +288,9 @@ def agent_me(request):
     return AgentOut.from_agent(agent)
 
 
-@agents.post("/me", response=AgentOut, summary="Register or update the calling agent's description")
-def agent_register(request, payload: AgentUpdateIn):
-    agent_update(agent=request.auth, **payload.dict())
+@agents.post("/me", response=AgentOut, summary="Report the calling agent's status (capabilities are set by staff)")
+def agent_report(request, payload: HeartbeatIn):
+    agent_heartbeat(agent=request.auth, status=payload.status)
     return agent_me(request)
 
 

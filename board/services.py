@@ -470,25 +470,48 @@ def agent_revoke(*, agent, actor):
     return agent
 
 
+_UNCHANGED = object()
+
+
 @transaction.atomic
-def agent_update(*, agent, capabilities=None, agent_type=None, status=None):
-    """An agent changes its own description: capabilities, type, status."""
-    fields = []
+def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNCHANGED):
+    """Staff change what an agent is trusted with: its capabilities, type and phase (None: any phase).
+
+    Capabilities gate which tasks an agent may claim, so an agent never sets
+    its own: it reports only its status and heartbeat (`agent_heartbeat`).
+    """
+    user = actor_user(actor)
+    if isinstance(actor, Agent) or (user is not None and not user.is_staff):
+        raise PermissionDenied(f"Only staff may change agent {agent.name}'s capabilities, type or phase.")
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.is_revoked:
+        raise ValidationError(f"Agent {agent.name} is revoked; register a new agent instead.")
+    boards = list(agent.boards.select_related("workflow"))
+    changes = {}
     if capabilities is not None:
-        agent.capabilities = _clean_capabilities(capabilities)
-        fields.append("capabilities")
+        changes["capabilities"] = _clean_capabilities(capabilities)
     if agent_type is not None:
-        agent.agent_type = _clean_text(agent_type, field="agent_type", max_length=50, required=True)
-        fields.append("agent_type")
-    if status is not None:
-        if status not in Agent.Status.values:
+        changes["agent_type"] = _clean_text(agent_type, field="agent_type", max_length=50, required=True)
+    if phase is not _UNCHANGED:
+        if phase is not None and not isinstance(phase, Phase):
+            try:
+                phase = _resolve_phase(boards[0].workflow, phase) if boards else None
+            except TransitionRefused as exc:
+                raise ValidationError({"phase": str(exc)}) from None
+        if phase is not None and any(board.workflow_id != phase.workflow_id for board in boards):
             raise ValidationError(
-                {"status": f"Unknown status {status!r}; use one of {', '.join(Agent.Status.values)}."}
+                {"phase": f"Phase {phase.key} is not in the workflow of every board of {agent.name}."}
             )
-        agent.status = status
-        fields.append("status")
-    agent.last_heartbeat = timezone.now()
-    agent.save(update_fields=[*fields, "last_heartbeat"])
+        changes["phase"] = phase
+    diff = {name: value for name, value in changes.items() if getattr(agent, name) != value}
+    if not diff:
+        return agent
+    for name, value in diff.items():
+        setattr(agent, name, value)
+    agent.save(update_fields=list(diff))
+    payload = {name: (value.key if isinstance(value, Phase) else value) for name, value in diff.items()}
+    for board in boards:
+        event_emit(board=board, type="agent.updated", entity=agent, payload=payload, actor=actor)
     return agent
 
 

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import models
 
-from board.models import Task
+from board.models import Agent, Task
 
 
 class Discovery(models.Model):
@@ -30,6 +30,8 @@ class Discovery(models.Model):
     spawned_tasks = models.ManyToManyField(Task, blank=True, related_name="spawned_by")
     discovered_at = models.DateTimeField(auto_now_add=True)
     discovered_by = models.CharField(max_length=200)
+    # The agent that recorded it, if one did: it may close what it found.
+    discovered_by_agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     priority_boost = models.BooleanField(default=False)
     resolution_status = models.CharField(
         max_length=10, choices=Resolution.choices, default=Resolution.OPEN, db_index=True

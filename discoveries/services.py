@@ -2,12 +2,12 @@
 
 import json
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from board.events import actor_label, actor_user, event_emit
-from board.models import Priority
+from board.models import Agent, Board, Priority, Task
 from board.services import task_create
 
 from .models import Discovery
@@ -84,6 +84,7 @@ def discovery_record(*, source_task, discovery_type, description, actor, priorit
         discovery_type=_clean_type(discovery_type),
         description=_required_text(description, field="description", max_length=DESCRIPTION_MAX),
         discovered_by=actor_label(actor),
+        discovered_by_agent=actor if isinstance(actor, Agent) else None,
         priority_boost=bool(priority_boost),
         metadata=_clean_metadata(metadata),
     )
@@ -172,9 +173,35 @@ def discovery_branch(
     return discovery, task
 
 
+def _check_may_resolve(discovery, actor):
+    """An agent closes only what it found or is working on; the board's people close anything on their board."""
+    if isinstance(actor, Agent):
+        if discovery.discovered_by_agent_id == actor.pk:
+            return
+        holds = discovery.spawned_tasks.filter(
+            assigned_agent=actor, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING]
+        ).exists()
+        if not holds:
+            raise PermissionDenied(
+                f"Agent {actor.name} may resolve only discoveries it recorded or whose spawned task it holds; "
+                f"discovery {discovery.pk} was recorded by {discovery.discovered_by}."
+            )
+        return
+    user = actor_user(actor)
+    if (
+        user is not None
+        and not Board.objects.visible_to(user).filter(pk=discovery.source_task.ticket.board_id).exists()
+    ):
+        raise PermissionDenied(f"{user.get_username()} is not a member of the board of discovery {discovery.pk}.")
+
+
 @transaction.atomic
 def discovery_resolve(*, discovery, status, reason, actor):
-    """Close an open discovery as `resolved` or `invalid`, saying why; a closed one stays closed."""
+    """Close an open discovery as `resolved` or `invalid`, saying why; a closed one stays closed.
+
+    An agent may close a discovery it recorded, or one whose spawned task it holds; members and staff
+    close any discovery on their boards (PermissionDenied otherwise).
+    """
     closing = (Discovery.Resolution.RESOLVED, Discovery.Resolution.INVALID)
     if status not in closing:
         raise ValidationError({"status": f"Unknown status {status!r}; use one of {', '.join(closing)}."})
@@ -184,6 +211,7 @@ def discovery_resolve(*, discovery, status, reason, actor):
         .select_related("source_task__ticket__board")
         .get(pk=discovery.pk)
     )
+    _check_may_resolve(discovery, actor)
     if discovery.resolution_status != Discovery.Resolution.OPEN:
         raise DiscoveryStateError(
             f"Discovery {discovery.pk} is already {discovery.resolution_status} "

@@ -8,7 +8,15 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from board.models import Agent, Board, Event, Task, TicketComment
-from board.services import agent_authenticate, agent_create, task_claim, task_create, ticket_comment, ticket_create
+from board.services import (
+    agent_authenticate,
+    agent_create,
+    agent_revoke,
+    task_claim,
+    task_create,
+    ticket_comment,
+    ticket_create,
+)
 
 from .agent_api import AgentClient
 from .workflow_samples import SMALL, load
@@ -208,14 +216,65 @@ def test_the_revoke_button_on_the_agent_page_revokes_it(alice_client, builder):
     assert 'name="_revoke"' not in alice_client.get(change_url(agent)).content.decode()
 
 
-def test_saving_the_agent_page_changes_nothing(alice_client, builder):
+def test_staff_change_capabilities_type_and_phase_through_the_service(alice_client, builder, phase):
+    agent = builder[0]
+    response = alice_client.post(
+        change_url(agent),
+        {
+            "name": "renamed",
+            "status": "busy",
+            "agent_type": "tester",
+            "phase": phase("PHASE_TESTING").pk,
+            "capabilities": "qa, python, qa",
+        },
+    )
+    assert response.status_code == 302, form_errors(response)
+    agent.refresh_from_db()
+    assert (agent.name, agent.status, agent.agent_type, agent.phase.key, agent.capabilities) == (
+        "builder",  # read-only: the name labels its history, the status is the agent's own report
+        "idle",
+        "tester",
+        "PHASE_TESTING",
+        ["qa", "python"],
+    )
+    event = Event.objects.get(type="agent.updated")
+    assert event.actor == "alice"
+    assert event.payload == {"agent_type": "tester", "phase": "PHASE_TESTING", "capabilities": ["qa", "python"]}
+
+
+def test_saving_the_agent_page_unchanged_writes_nothing(alice_client, builder):
     agent = builder[0]
     before = Agent.objects.values().get()
     events = Event.objects.count()
-    response = alice_client.post(change_url(agent), {"name": "renamed", "capabilities": '["x"]', "status": "busy"})
+    response = alice_client.post(change_url(agent), {"agent_type": "worker", "phase": "", "capabilities": "python"})
     assert response.status_code == 302
     assert Agent.objects.values().get() == before
     assert Event.objects.count() == events
+
+
+def test_the_agent_page_refuses_bad_capabilities_and_saves_nothing(alice_client, builder):
+    agent = builder[0]
+    before = Agent.objects.values().get()
+    response = alice_client.post(change_url(agent), {"agent_type": "worker", "phase": "", "capabilities": "ok,,bad"})
+    assert response.status_code == 200
+    assert any("Each capability is a name" in error for error in form_errors(response)["capabilities"])
+    assert Agent.objects.values().get() == before
+    assert not Event.objects.filter(type="agent.updated").exists()
+
+
+def test_the_phase_choices_are_those_of_the_agents_boards(alice_client, builder, board):
+    load(SMALL)
+    choices = alice_client.get(change_url(builder[0])).context["adminform"].form.fields["phase"].queryset
+    assert {phase.workflow_id for phase in choices} == {board.workflow_id}
+
+
+def test_a_revoked_agent_cannot_be_changed(alice_client, builder, alice):
+    agent = builder[0]
+    agent_revoke(agent=agent, actor=alice)
+    response = alice_client.post(change_url(agent), {"agent_type": "x", "capabilities": "deploy"})
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert (agent.agent_type, agent.capabilities) == ("worker", ["python"])
 
 
 def test_agents_cannot_be_deleted(alice_client, builder):

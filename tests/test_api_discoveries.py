@@ -183,6 +183,17 @@ def test_resolving_closes_a_discovery_once(api, source, scout, board):
     assert discovery.resolution_status == "resolved"
 
 
+
+def test_an_agent_may_not_close_another_agents_discovery(api, source, board, alice):
+    finder, _ = agent_create(name="finder", boards=[board], actor=alice)
+    discovery = discovery_record(source_task=source, discovery_type="bug", description="x", actor=finder)
+    status, body = api("post", f"/{discovery.pk}/resolve", {"status": "invalid", "reason": "Not a bug, trust me"})
+    assert status == 403
+    assert "may resolve only discoveries it recorded or whose spawned task it holds" in body["detail"]
+    discovery.refresh_from_db()
+    assert discovery.resolution_status == "open"
+    assert not Event.objects.filter(type="discovery.resolved").exists()
+
 @pytest.mark.parametrize(
     ("body", "fields"),
     [

@@ -372,7 +372,7 @@ ODD_VALUES = [
     {"a": [1, {"b": None}]},
 ]
 POST_FIELDS = {
-    "/agents/me": ["capabilities", "agent_type", "status"],
+    "/agents/me": ["status", "capabilities", "agent_type"],
     "/agents/me/heartbeat": ["status"],
     "/tasks/next": ["board"],
     "/tasks": [

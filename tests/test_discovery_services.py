@@ -1,12 +1,12 @@
 """Discoveries: recording, branching the work into one new task in any phase, resolving, and what each refuses."""
 
 import pytest
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 
 import discoveries.services as discovery_services
 from board.events import event_emit
 from board.models import Event, PhaseHistory, Task
-from board.services import agent_create, task_create, ticket_create
+from board.services import agent_create, task_claim, task_complete, task_create, ticket_create
 from discoveries.models import Discovery
 from discoveries.services import (
     METADATA_MAX_BYTES,
@@ -341,3 +341,53 @@ def test_resolving_needs_a_closing_status_and_a_reason(source, agent, status, re
     assert field in caught.value.message_dict
     discovery.refresh_from_db()
     assert discovery.resolution_status == "open"
+
+
+# Who may resolve
+
+
+@pytest.fixture
+def other_agent(board, alice):
+    return agent_create(name="reviewer", boards=[board], actor=alice)[0]
+
+
+def test_an_agent_may_not_close_what_another_agent_found(source, agent, other_agent):
+    discovery = discovery_record(source_task=source, discovery_type="bug", description="x", actor=agent)
+    assert discovery.discovered_by_agent == agent
+    with pytest.raises(
+        PermissionDenied, match="may resolve only discoveries it recorded or whose spawned task it holds"
+    ):
+        discovery_resolve(discovery=discovery, status="invalid", reason="Not a bug", actor=other_agent)
+    discovery.refresh_from_db()
+    assert discovery.resolution_status == "open"
+    assert not Event.objects.filter(type="discovery.resolved").exists()
+
+
+def test_an_agent_holding_a_spawned_task_may_close_the_discovery(source, agent, other_agent, board):
+    assert task_claim(agent=agent, board=board) == source  # the finder holds its own task
+    discovery, spawned = discovery_branch(source_task=source, discovery_type="bug", description="x", actor=agent)
+    assert task_claim(agent=other_agent, board=board) == spawned
+    resolved = discovery_resolve(discovery=discovery, status="resolved", reason="Fixed", actor=other_agent)
+    assert resolved.resolved_by == "agent:reviewer"
+
+
+def test_an_agent_that_no_longer_holds_the_spawned_task_may_not_close_it(source, agent, other_agent, board):
+    assert task_claim(agent=agent, board=board) == source  # the finder holds its own task
+    discovery, spawned = discovery_branch(source_task=source, discovery_type="bug", description="x", actor=agent)
+    task_claim(agent=other_agent, board=board)
+    task_complete(task=spawned, agent=other_agent)
+    with pytest.raises(PermissionDenied):
+        discovery_resolve(discovery=discovery, status="resolved", reason="Fixed", actor=other_agent)
+
+
+def test_members_and_staff_close_any_discovery_on_their_board_and_nobody_else_does(source, agent, alice, charlie):
+    first = discovery_record(source_task=source, discovery_type="bug", description="x", actor=agent)
+    second = discovery_record(source_task=source, discovery_type="bug", description="y", actor=agent)
+    with pytest.raises(PermissionDenied, match="charlie is not a member"):
+        discovery_resolve(discovery=first, status="invalid", reason="No", actor=charlie)
+    assert (
+        discovery_resolve(discovery=first, status="invalid", reason="Duplicate", actor=alice).resolved_by_user == alice
+    )
+    assert discovery_resolve(discovery=second, status="resolved", reason="Done", actor="orchestrator").resolved_by == (
+        "orchestrator"
+    )

@@ -94,15 +94,59 @@ def test_an_agent_specialised_in_a_phase_must_share_the_boards_workflow(board, r
         agent_create(name="odd", boards=[board, review_board], actor=alice, phase=phase("PHASE_TESTING"))
 
 
-def test_heartbeat_and_update(agent):
+def test_an_agent_reports_its_heartbeat_and_status(agent):
     agent_heartbeat(agent=agent, status="busy")
     agent.refresh_from_db()
     assert agent.status == "busy" and agent.last_heartbeat is not None
-    agent_update(agent=agent, capabilities=["go"], agent_type="reviewer")
-    agent.refresh_from_db()
-    assert (agent.capabilities, agent.agent_type) == (["go"], "reviewer")
     with pytest.raises(ValidationError, match="Unknown status 'asleep'"):
         agent_heartbeat(agent=agent, status="asleep")
+
+
+def test_staff_change_an_agents_capabilities_type_and_phase_with_an_event(agent, alice, phase, board):
+    agent_update(agent=agent, actor=alice, capabilities=["go", " go "], agent_type="reviewer", phase="PHASE_TESTING")
+    agent.refresh_from_db()
+    assert (agent.capabilities, agent.agent_type, agent.phase.key) == (["go"], "reviewer", "PHASE_TESTING")
+    event = Event.objects.get(type="agent.updated")
+    assert (event.board, event.actor) == (board, "alice")
+    assert event.payload == {"capabilities": ["go"], "agent_type": "reviewer", "phase": "PHASE_TESTING"}
+    agent_update(agent=agent, actor=alice, phase=None)
+    agent.refresh_from_db()
+    assert agent.phase is None and agent.capabilities == ["go"]
+    agent_update(agent=agent, actor=alice, capabilities=["go"])  # no change, no event
+    assert Event.objects.filter(type="agent.updated").count() == 2
+
+
+@pytest.mark.parametrize("who", ["agent", "bob"])
+def test_only_staff_change_what_an_agent_is_trusted_with(agent, bob, who):
+    actor = agent if who == "agent" else bob
+    with pytest.raises(PermissionDenied, match="Only staff"):
+        agent_update(agent=agent, actor=actor, capabilities=["deploy"])
+    agent.refresh_from_db()
+    assert agent.capabilities == ["python", "django"]
+    assert not Event.objects.filter(type="agent.updated").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"capabilities": ["ok", ""]}, "capabilities"),
+        ({"capabilities": ["x" * 65]}, "capabilities"),
+        ({"agent_type": "  "}, "agent_type"),
+        ({"phase": "PHASE_NOWHERE"}, "phase"),
+    ],
+)
+def test_agent_changes_refuse_bad_input(agent, alice, kwargs, field):
+    before = Agent.objects.values().get(pk=agent.pk)
+    with pytest.raises(ValidationError) as caught:
+        agent_update(agent=agent, actor=alice, **kwargs)
+    assert field in caught.value.message_dict
+    assert Agent.objects.values().get(pk=agent.pk) == before
+
+
+def test_a_revoked_agent_is_not_changed(agent, alice):
+    agent_revoke(agent=agent, actor=alice)
+    with pytest.raises(ValidationError, match="is revoked"):
+        agent_update(agent=agent, actor=alice, capabilities=["deploy"])
 
 
 # Creating tasks
