@@ -11,10 +11,24 @@ client → server
     {"type": "resume", "after": <event id>}   "I have applied everything up to this id"
     {"type": "ping"}
 
-A refused connection is accepted and then closed with 4401 (not logged in)
-or 4404 (no such board, or not a member): a socket closed before the
-handshake completes reaches the browser as a bare 1006, and the page must
-tell "log in again" from "stop retrying".
+Who may listen: a logged-in member of the board (staff: any board), through
+the session cookie; or an agent on the board, through its API token in the
+handshake header `Authorization: Bearer <token>` (the header, when present,
+decides alone, whatever cookie comes with it). Every handshake, an agent's
+too, must carry an `Origin` header naming this site (ALLOWED_HOSTS).
+
+A refused connection is accepted and then closed with 4401 (not logged in,
+or a bad or revoked token) or 4404 (no such board, or not a member, or an
+agent not on it): a
+socket closed before the handshake completes reaches the browser as a bare
+1006, and the page must tell "log in again" from "stop retrying".
+
+Access is checked again on every poll and, before a broadcast or a replay
+is sent, whenever the last check is older than the poll interval. An open
+socket whose access has ended is closed the same way and sent nothing
+more: 4401 once the session is gone or expired, the user is inactive or
+deleted, the password has changed, or the agent is revoked; 4404 once the
+member or agent has left the board, or the board is gone.
 
 The event table is the source of truth. Group broadcasts make delivery
 fast; a poll of the table makes it complete, since the in-memory channel
@@ -25,14 +39,22 @@ import asyncio
 import contextlib
 import logging
 import re
+from time import monotonic
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.contrib.sessions.backends.signed_cookies import SessionStore as SignedCookieSessionStore
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from .events import board_group
-from .models import Board, Event
+from .models import Agent, Board, Event
+from .services import agent_authenticate
 
 logger = logging.getLogger(__name__)
 
@@ -62,23 +84,107 @@ def parse_event_id(value):
     return None
 
 
+def poll_seconds():
+    return max(float(getattr(settings, "OMOI_LIVE_POLL_SECONDS", 1.0)), MIN_POLL_SECONDS)
+
+
+# Access checks: one query each, since every open socket makes one per poll interval.
+
+
+def user_access(*, board_id, user_id, session):
+    """None while the user of `session` may follow the board, else the close code that ends the socket."""
+    board = Board.objects.filter(pk=board_id)
+    users = (
+        get_user_model()
+        .objects.filter(pk=user_id)
+        .annotate(board_exists=Exists(board), member=Exists(board.filter(members=OuterRef("pk"))))
+    )
+    in_database = isinstance(session, DatabaseSessionStore)
+    if in_database:
+        rows = session.get_model_class().objects.filter(session_key=session.session_key, expire_date__gt=timezone.now())
+        users = users.annotate(session_exists=Exists(rows))
+    user = users.first()
+    if user is None:
+        return CLOSE_UNAUTHENTICATED
+    if not (user.session_exists if in_database else session_exists(session)):
+        return CLOSE_UNAUTHENTICATED
+    # The hash loaded with the session at the handshake is still the stored one: Django gives a
+    # session a new key whenever it stores a new hash (login, update_session_auth_hash).
+    if not user.is_active or not password_unchanged(user, session.get(HASH_SESSION_KEY)):
+        return CLOSE_UNAUTHENTICATED
+    # The rule of BoardQuerySet.visible_to, read from the row just loaded.
+    if not user.board_exists or not (user.is_staff or user.member):
+        return CLOSE_NOT_FOUND
+    return None
+
+
+def session_exists(session):
+    """Whether a session kept outside the database is still there (logging out deletes it)."""
+    if isinstance(session, SignedCookieSessionStore):
+        # The cookie is the session: nothing on the server can be deleted, but it can be too old.
+        return bool(SignedCookieSessionStore(session.session_key).load())
+    return session.exists(session.session_key)
+
+
+def password_unchanged(user, session_hash):
+    """Whether the session was made with the user's current password, as django.contrib.auth.get_user decides."""
+    if not session_hash:
+        return False
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return any(constant_time_compare(session_hash, expected) for expected in hashes)
+
+
+def agent_access(*, board_id, agent_id):
+    """None while the agent may follow the board, else the close code that ends the socket."""
+    agent = (
+        Agent.objects.filter(pk=agent_id)
+        .annotate(on_board=Exists(Board.objects.filter(pk=board_id, agents=OuterRef("pk"))))
+        .values("revoked_at", "on_board")
+        .first()
+    )
+    if agent is None or agent["revoked_at"] is not None:
+        return CLOSE_UNAUTHENTICATED
+    if not agent["on_board"]:
+        return CLOSE_NOT_FOUND
+    return None
+
+
 class BoardConsumer(AsyncJsonWebsocketConsumer):
-    async def connect(self):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.board_id = None
+        self.user_id = None
+        self.agent_id = None
         # The id of the last event this client has; nothing at or below it is ever sent again.
         self.last_sent = 0
         # The poll task and group messages both send events: one at a time keeps them in order.
         self.lock = asyncio.Lock()
         self.poll_task = None
+        self.checked_at = None
+        self.accepted = False
+        # Set once the socket is refused or closed for lost access: from then on nothing is sent.
+        self.ended = False
 
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        self.board_id = await self.find_board(user, self.scope["url_route"]["kwargs"]["slug"])
+    async def connect(self):
+        started = monotonic()
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        token = self.bearer_token()
+        if token is not None:
+            self.agent_id, self.board_id = await self.find_agent_board(token, slug)
+            if self.agent_id is None:
+                await self.end(CLOSE_UNAUTHENTICATED)
+                return
+        else:
+            user = self.scope.get("user")
+            if user is None or not user.is_authenticated:
+                await self.end(CLOSE_UNAUTHENTICATED)
+                return
+            self.user_id = user.pk
+            self.board_id = await self.find_board(user, slug)
         if self.board_id is None:
-            await self.refuse(CLOSE_NOT_FOUND)
+            await self.end(CLOSE_NOT_FOUND)
             return
+        self.checked_at = started
 
         # Join before reading the log: an event committed in between is then
         # both read and broadcast (and sent once), never neither.
@@ -86,6 +192,7 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups.append(group)
         await self.accept()
+        self.accepted = True
 
         after, given = self.after_from_query_string()
         async with self.lock:
@@ -98,8 +205,12 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
                 await self.replay(after)
         self.poll_task = asyncio.create_task(self.poll())
 
-    async def refuse(self, code):
-        await self.accept()
+    async def end(self, code):
+        """Close the socket with `code` and send nothing more; a refused handshake is accepted first."""
+        self.ended = True
+        if not self.accepted:
+            await self.accept()
+            self.accepted = True
         await self.close(code=code)
 
     async def disconnect(self, code):
@@ -107,6 +218,14 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             self.poll_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.poll_task
+
+    def bearer_token(self):
+        """The token of an `Authorization` header ("" when it is not a bearer token), or None without one."""
+        for name, value in self.scope.get("headers", []):
+            if name.lower() == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                return token.strip() if scheme.lower() == "bearer" else ""
+        return None
 
     def after_from_query_string(self):
         """The `after` of the query string: (event id or None, whether one was given)."""
@@ -116,13 +235,39 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             return None, False
         return parse_event_id(values[-1]), True
 
+    # Who may listen
+
+    async def allowed(self, *, recheck=False):
+        """Whether this socket may still be sent the board's events; closes it when not. Call with the lock held.
+
+        A check younger than the poll interval is reused, so a busy board
+        does not cost a query per event; the poll checks every time.
+        """
+        if self.ended:
+            return False
+        if not recheck and monotonic() - self.checked_at < poll_seconds():
+            return True
+        started = monotonic()
+        code = await self.access_lost()
+        self.checked_at = started
+        if code is None:
+            return True
+        await self.end(code)
+        return False
+
+    @database_sync_to_async
+    def access_lost(self):
+        if self.agent_id is not None:
+            return agent_access(board_id=self.board_id, agent_id=self.agent_id)
+        return user_access(board_id=self.board_id, user_id=self.user_id, session=self.scope["session"])
+
     # Messages from the client
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # The base class lets bad JSON raise, which would drop the connection;
         # a page with a bug should hear about it and keep its live updates.
-        if self.board_id is None:
-            return  # refused: the socket is closing
+        if self.ended:
+            return  # refused or closed: nothing more is sent
         if text_data is None:
             await self.send_error("Messages must be JSON text frames.")
             return
@@ -142,10 +287,20 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             if after is None:
                 await self.send_error("resume needs after: an event id (a non-negative integer).")
                 return
-            async with self.lock:
-                await self.replay(after)
+            await self.resume(after)
         else:
             await self.send_error(f"unknown message type {str(kind)[:64]!r}; expected resume or ping.")
+
+    async def resume(self, after):
+        try:
+            async with self.lock:
+                if await self.allowed():
+                    await self.replay(after)
+        except Exception:
+            # A database hiccup must not end the connection: the page may resume again, and the poll goes on.
+            logger.warning("Board %s: could not replay events", self.board_id, exc_info=True)
+            if not self.ended:
+                await self.send_error("Could not read the event log; resume again shortly.")
 
     # Messages from the board's group
 
@@ -158,15 +313,18 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         async with self.lock:
             if event_id <= self.last_sent:
                 return  # already sent, by the poll or an earlier copy of this broadcast
-            if event_id > self.last_sent + 1:
-                # Ids are shared by all boards, so a jump may be a gap or nothing:
-                # the log says which. Earlier events of this board go first.
-                try:
-                    await self.send_events_after(before=event_id)
-                except Exception:
-                    # Sending this one now would skip the missing ones; the poll catches up in order.
-                    logger.warning("Board %s: could not read missed events", self.board_id, exc_info=True)
+            try:
+                if not await self.allowed():
                     return
+                if event_id > self.last_sent + 1:
+                    # Ids are shared by all boards, so a jump may be a gap or nothing:
+                    # the log says which. Earlier events of this board go first.
+                    await self.send_events_after(before=event_id)
+            except Exception:
+                # Sending this one now could skip missing ones or reach a socket that lost access;
+                # the poll catches up, in order, after its own check.
+                logger.warning("Board %s: could not check a broadcast against the log", self.board_id, exc_info=True)
+                return
             if event_id > self.last_sent:
                 await self.send_event(event)
 
@@ -198,11 +356,12 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
 
     async def poll(self):
         """Deliver what no broadcast brought: events written by another process, or broadcasts lost on the way."""
-        while True:
-            await asyncio.sleep(max(float(getattr(settings, "OMOI_LIVE_POLL_SECONDS", 1.0)), MIN_POLL_SECONDS))
+        while not self.ended:
+            await asyncio.sleep(poll_seconds())
             try:
                 async with self.lock:
-                    await self.send_events_after()
+                    if await self.allowed(recheck=True):
+                        await self.send_events_after()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -219,6 +378,14 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def find_board(self, user, slug):
         return Board.objects.visible_to(user).filter(slug=slug).values_list("pk", flat=True).first()
+
+    @database_sync_to_async
+    def find_agent_board(self, token, slug):
+        """(agent id, board id) for the agent holding `token`: (None, None) for a bad token, no board when not on it."""
+        agent = agent_authenticate(token)
+        if agent is None:
+            return None, None
+        return agent.pk, agent.boards.filter(slug=slug).values_list("pk", flat=True).first()
 
     @database_sync_to_async
     def newest_event_id(self):

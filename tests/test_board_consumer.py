@@ -21,19 +21,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PATH = "/ws/boards/alices-board/"
 
 
+ORIGIN = (b"origin", b"http://testserver")
+
+
+def browser_login(user):
+    """A browser that logged in as `user`: (its handshake headers, its test client, to log out with)."""
+    client = Client()
+    client.force_login(user)
+    return [ORIGIN, (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())], client
+
+
+def browser_headers(user):
+    """Handshake headers of a browser logged in as `user` (None: not logged in)."""
+    return [ORIGIN] if user is None else browser_login(user)[0]
+
+
 @pytest.fixture
 def headers():
-    """Handshake headers of a browser logged in as `user` (None: not logged in)."""
-
-    def headers_for(user):
-        result = [(b"origin", b"http://testserver")]
-        if user is not None:
-            client = Client()
-            client.force_login(user)
-            result.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
-        return result
-
-    return headers_for
+    return browser_headers
 
 
 @pytest.fixture
@@ -76,6 +81,11 @@ async def receive_events(communicator, count):
 async def assert_still_usable(communicator):
     await communicator.send_json_to({"type": "ping"})
     assert await communicator.receive_json_from() == {"type": "pong"}
+
+
+async def assert_closed_with(communicator, code):
+    """The next thing the server does is close the socket with `code`."""
+    assert await communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": code}
 
 
 create = database_sync_to_async(ticket_create)
