@@ -27,7 +27,7 @@ setup: install
 
 run: setup
 	@echo "Omoi is at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
-	$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) omoi_site.asgi:application
+	$(PY) -m omoi_site.server --bind $(HOST) --port $(PORT) omoi_site.asgi:application
 
 test: install
 	$(PY) -m pytest

@@ -216,7 +216,16 @@ def free_port():
 def daphne(env):
     """Daphne serving the project on a free port; stopped at the end."""
     port = free_port()
-    command = [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), "omoi_site.asgi:application"]
+    command = [
+        sys.executable,
+        "-m",
+        "omoi_site.server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "omoi_site.asgi:application",
+    ]
     RESULTS.mkdir(exist_ok=True)
     with DAPHNE_LOG.open("w+b") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -20,12 +20,12 @@ from pydantic import ConfigDict, model_validator
 
 from phases.models import Phase
 
+from .middleware import request_agent
 from .models import Agent, Board, Event, PhaseHistory, Task, Ticket
 from .selectors import BoardFilters, board_columns
 from .services import (
     TaskStateError,
     TransitionRefused,
-    agent_authenticate,
     agent_heartbeat,
     task_claim,
     task_complete,
@@ -47,7 +47,7 @@ class AgentAuth(HttpBearer):
     """`Authorization: Bearer <token>`; the agent is then `request.auth`."""
 
     def authenticate(self, request, token):
-        return agent_authenticate(token)
+        return request_agent(request, token)
 
 
 class NotFound(HttpError):

@@ -1,9 +1,17 @@
-"""Guards in front of the agent API: a body size limit, and Idempotency-Key replay for POSTs."""
+"""Guards in front of the agent API: a body size limit, and Idempotency-Key replay for POSTs.
+
+`ApiBodyGuard` wraps the whole ASGI application and answers before Django
+reads a request body: a declared or streamed body over the limit gets 413
+and a write without a valid token gets 401, so nobody can make the server
+hold hundreds of megabytes in memory. `ApiGuardMiddleware` is the Django
+middleware behind it (checks the JSON itself, replays Idempotency-Keys).
+"""
 
 import hashlib
 import json
 import math
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
@@ -18,8 +26,92 @@ KEY_MAX = 200
 MAX_DEPTH = 64
 
 
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+# Where ApiBodyGuard leaves the agent it authenticated, so the API does not look the token up again.
+SCOPE_AGENT = "omoi.agent"
+
+
 def _problem(status, message):
     return JsonResponse({"detail": message}, status=status)
+
+
+def bearer_token(authorization):
+    """The token of an `Authorization: Bearer <token>` header value (any case of the scheme), or None."""
+    if authorization[:7].lower() != "bearer ":
+        return None
+    return authorization[7:].strip() or None
+
+
+class ApiBodyGuard:
+    """ASGI middleware: refuse an agent API write that is too big or unauthenticated before its body is read.
+
+    Daphne has received the body by the time the application runs (a
+    reverse proxy in front caps it earlier; see deploy/nginx.conf), but Django
+    would then read all of it into memory to parse it. This answers from the
+    headers, then reads at most the limit before handing the request on.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS or not scope["path"].startswith(API_PREFIX):
+            return await self.app(scope, receive, send)
+        limit = settings.OMOI_API_MAX_BODY_BYTES
+        headers = {}
+        for name, value in scope.get("headers", ()):
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return await _answer(send, 413, f"The request body is {int(declared)} bytes; the limit is {limit} bytes.")
+        token = bearer_token(headers.get("authorization", ""))
+        agent = await database_sync_to_async(agent_authenticate)(token) if token else None
+        if agent is None:
+            return await _answer(send, 401, "Unauthorized")
+
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await _answer(send, 413, f"The request body is over the limit of {limit} bytes.")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app({**scope, SCOPE_AGENT: (token, agent)}, replay, send)
+
+
+async def _answer(send, status, message):
+    body = json.dumps({"detail": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def request_agent(request, token):
+    """The agent holding `token`: the one ApiBodyGuard found for this request, or looked up now."""
+    found = getattr(request, "scope", {}).get(SCOPE_AGENT)
+    if found is not None and found[0] == token:
+        return found[1]
+    return agent_authenticate(token)
 
 
 class ApiGuardMiddleware:
@@ -92,8 +184,8 @@ class ApiGuardMiddleware:
     def _idempotent(self, request, key):
         if not key.strip() or len(key) > KEY_MAX or not key.isprintable():
             return _problem(422, f"Idempotency-Key must be 1 to {KEY_MAX} printable characters.")
-        auth = request.headers.get("Authorization", "")
-        agent = agent_authenticate(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
+        token = bearer_token(request.headers.get("Authorization", ""))
+        agent = request_agent(request, token) if token else None
         if agent is None:
             return self.get_response(request)  # the API answers 401 itself
         body_hash = hashlib.sha256(request.body).hexdigest()

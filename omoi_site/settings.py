@@ -162,6 +162,14 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 OMOI_MAX_WORKFLOW_BYTES = envint("OMOI_MAX_WORKFLOW_BYTES", str(1024 * 1024), minimum=1024)
 # Largest body an agent may send; a larger one is answered 413 before it is parsed.
 OMOI_API_MAX_BODY_BYTES = envint("OMOI_API_MAX_BODY_BYTES", str(256 * 1024), minimum=1024)
+# Largest request body the server reads at all (omoi_site.server), on any page: room for a workflow file upload.
+OMOI_MAX_REQUEST_BYTES = envint("OMOI_MAX_REQUEST_BYTES", str(4 * 1024 * 1024), minimum=1024)
+_LARGEST_BODY = max(OMOI_API_MAX_BODY_BYTES, OMOI_MAX_WORKFLOW_BYTES + 64 * 1024)
+if OMOI_MAX_REQUEST_BYTES < _LARGEST_BODY:
+    raise ImproperlyConfigured(
+        "OMOI_MAX_REQUEST_BYTES must leave room for the largest API body and a workflow file upload "
+        f"(at least {_LARGEST_BODY}, not {OMOI_MAX_REQUEST_BYTES})"
+    )
 
 LOGGING = {
     "version": 1,

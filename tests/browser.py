@@ -101,7 +101,14 @@ class Server:
             listener.listen(128)
             self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "omoi_site.asgi:application"],
+                [
+                    sys.executable,
+                    "-m",
+                    "omoi_site.server",
+                    "--fd",
+                    str(listener.fileno()),
+                    "omoi_site.asgi:application",
+                ],
                 cwd=settings.BASE_DIR,
                 env=env,
                 stdin=subprocess.DEVNULL,
