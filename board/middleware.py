@@ -16,12 +16,15 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
 
 from .models import IdempotencyRecord
-from .services import agent_authenticate
+from .services import agent_authenticate, idempotency_prune
 
 API_PREFIX = "/api/"
 KEY_MAX = 200
+# One new Idempotency-Key record in this many prunes a batch of expired ones.
+PRUNE_EVERY = 256
 # Deep enough for any structured result an agent reports, far below Python's recursion limit.
 MAX_DEPTH = 64
 
@@ -193,13 +196,12 @@ class ApiGuardMiddleware:
         # The record, the change and the stored answer commit together: a retry
         # either finds the first answer or finds that nothing happened.
         with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    record = IdempotencyRecord.objects.create(
-                        agent=agent, key=key, method=request.method, path=request.path[:500], body_hash=body_hash
-                    )
-            except IntegrityError:
+            record = _record_key(agent, key, request, body_hash)
+            if record is None:
                 return self._replay(agent, key, request, body_hash)
+            if record.pk % PRUNE_EVERY == 0:
+                # Records expire; every so often a request clears a batch of old ones, so nothing else has to.
+                idempotency_prune()
             response = self.get_response(request)
             if response.status_code >= 500:
                 transaction.set_rollback(True)
@@ -223,6 +225,27 @@ class ApiGuardMiddleware:
             response = JsonResponse(record.response, status=record.status_code, safe=False)
         response["Idempotent-Replayed"] = "true"
         return response
+
+
+def _record_key(agent, key, request, body_hash):
+    """A new record of `key` for this request, or None when a live one exists (the request is a retry).
+
+    A record older than OMOI_IDEMPOTENCY_TTL no longer counts: it is replaced.
+    """
+    fields = {"method": request.method, "path": request.path[:500], "body_hash": body_hash}
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(agent=agent, key=key, **fields)
+    except IntegrityError:
+        pass
+    expired = timezone.now() - settings.OMOI_IDEMPOTENCY_TTL
+    if not IdempotencyRecord.objects.filter(agent=agent, key=key, created_at__lt=expired).delete()[0]:
+        return None
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(agent=agent, key=key, **fields)
+    except IntegrityError:
+        return None  # a concurrent retry recorded it first
 
 
 def _is_json(response):

@@ -280,7 +280,8 @@ class IdempotencyRecord(models.Model):
     body_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField(null=True)
     response = models.JSONField(null=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Indexed for pruning: records expire after OMOI_IDEMPOTENCY_TTL.
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["agent", "key"], name="idempotency_key_once_per_agent")]

@@ -4,6 +4,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.models import Exists, Max, OuterRef, Q
@@ -12,7 +13,7 @@ from django.utils import timezone
 from phases.models import BoardColumn, Phase
 
 from .events import actor_label, actor_user, event_emit
-from .models import Agent, PhaseHistory, Priority, Task, Ticket, TicketComment
+from .models import Agent, IdempotencyRecord, PhaseHistory, Priority, Task, Ticket, TicketComment
 
 # Room between neighbouring cards, so most moves rewrite one row.
 POSITION_GAP = 1024
@@ -448,6 +449,18 @@ def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_ty
             actor=actor,
         )
     return agent, token
+
+
+def idempotency_prune(*, now=None, batch=1000):
+    """Delete up to `batch` Idempotency-Key records older than OMOI_IDEMPOTENCY_TTL, oldest first; return how many.
+
+    A retry after that long is a new request. Fewer than `batch` deleted means
+    nothing is left to prune.
+    """
+    expired = (now or timezone.now()) - settings.OMOI_IDEMPOTENCY_TTL
+    oldest = IdempotencyRecord.objects.filter(created_at__lt=expired).order_by("created_at")
+    ids = list(oldest.values_list("pk", flat=True)[:batch])
+    return IdempotencyRecord.objects.filter(pk__in=ids).delete()[0] if ids else 0
 
 
 def agent_authenticate(token):

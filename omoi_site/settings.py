@@ -5,6 +5,7 @@ SQLite and the in-memory channel layer; bad values fail loudly at start-up.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -160,6 +161,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Largest workflow file accepted by the admin import form and load_workflow.
 OMOI_MAX_WORKFLOW_BYTES = envint("OMOI_MAX_WORKFLOW_BYTES", str(1024 * 1024), minimum=1024)
+# How long an Idempotency-Key's first answer is kept for retries; older records are pruned.
+OMOI_IDEMPOTENCY_TTL = timedelta(hours=envint("OMOI_IDEMPOTENCY_TTL_HOURS", "24", minimum=1))
 # Largest body an agent may send; a larger one is answered 413 before it is parsed.
 OMOI_API_MAX_BODY_BYTES = envint("OMOI_API_MAX_BODY_BYTES", str(256 * 1024), minimum=1024)
 # Largest request body the server reads at all (omoi_site.server), on any page: room for a workflow file upload.
