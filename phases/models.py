@@ -2,10 +2,11 @@
 
 import re
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 
-from .schema import is_holding_phase
+from .schema import COLOR_RULE, PALETTE, color_hex, is_holding_phase
 
 _SPACES = re.compile(r"\s+")
 
@@ -13,6 +14,12 @@ _SPACES = re.compile(r"\s+")
 def normalize_criterion(text):
     """Compare done-definitions the way a person reads them: case and spacing do not matter."""
     return _SPACES.sub(" ", str(text)).strip().casefold()
+
+
+def validate_color(value):
+    """A column colour is rendered into a style attribute: a palette name or #rrggbb, nothing else."""
+    if value and not color_hex(value):
+        raise ValidationError(f"Unknown colour {value!r}; {COLOR_RULE}.", code="invalid_color")
 
 
 class Workflow(models.Model):
@@ -159,7 +166,12 @@ class BoardColumn(models.Model):
         related_name="+",
         help_text="Column a ticket moves on to by itself once its phase's work here is done.",
     )
-    color = models.CharField(max_length=32, blank=True)
+    color = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[validate_color],
+        help_text=f"A palette colour ({', '.join(PALETTE)}) or #rrggbb; empty for none.",
+    )
 
     class Meta:
         ordering = ["workflow", "sequence_order", "key"]
@@ -169,3 +181,8 @@ class BoardColumn(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def color_hex(self):
+        """The colour to render; empty for a stored value that is not a valid colour (saved before colours were checked)."""
+        return color_hex(self.color)

@@ -4,9 +4,11 @@ The field names are those of the workflow files OmoiOS shipped, so existing
 files load unchanged. Types are strict: YAML's "3" is not the number 3.
 """
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 
 def is_holding_phase(phase_id, configuration):
@@ -19,6 +21,41 @@ def is_holding_phase(phase_id, configuration):
     if holding is None:
         return "BLOCKED" in str(phase_id).upper()
     return holding is True
+
+
+# Column colours by name, with the hex the board renders. A column's colour is
+# written into a style attribute, so only these names or a #rrggbb value pass.
+PALETTE = {
+    "gray": "#6b7280",
+    "slate": "#64748b",
+    "blue": "#3b82f6",
+    "indigo": "#6366f1",
+    "violet": "#8b5cf6",
+    "pink": "#ec4899",
+    "red": "#dc2626",
+    "orange": "#ea580c",
+    "amber": "#d97706",
+    "yellow": "#ca8a04",
+    "green": "#16a34a",
+    "teal": "#0d9488",
+}
+_HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+COLOR_RULE = f"use one of the palette colours ({', '.join(PALETTE)}) or a #rrggbb value"
+
+
+def color_hex(value):
+    """The CSS colour a column's colour setting stands for, or "" when it is empty or not a valid colour."""
+    if not isinstance(value, str):
+        return ""
+    if value in PALETTE:
+        return PALETTE[value]
+    return value.lower() if _HEX_COLOR.fullmatch(value) else ""
+
+
+def _check_color(value):
+    if value and not color_hex(value):
+        raise PydanticCustomError("color", "unknown colour; " + COLOR_RULE)
+    return value
 
 
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
@@ -75,7 +112,7 @@ class ColumnDefinition(_Strict):
     wip_policy: Literal["warn", "block"] = "warn"
     is_terminal: bool = False
     auto_transition_to: str | None = None
-    color_theme: str = ""
+    color_theme: Annotated[str, AfterValidator(_check_color)] = ""
 
 
 class WorkflowDefinition(_Strict):
