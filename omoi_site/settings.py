@@ -41,6 +41,17 @@ def envlist(name, default):
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def envheader(name):
+    """A request header and the value that marks a request as secure, e.g. `X-Forwarded-Proto: https`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    header, sep, value = (part.strip() for part in raw.partition(":"))
+    if not (sep and header and value):
+        raise ImproperlyConfigured(f"{name} must look like 'X-Forwarded-Proto: https', not {raw!r}")
+    return "HTTP_" + header.upper().replace("-", "_"), value
+
+
 DEBUG = envbool("DEBUG", "true")
 
 _DEV_SECRET_KEY = "omoi-development-only-secret-key-do-not-use-in-production"
@@ -163,6 +174,18 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
+
+# HTTPS, from the environment: off by default, since `make run` serves plain HTTP on localhost.
+# Behind a TLS-terminating proxy set SECURE_PROXY_SSL_HEADER to the header it adds ("X-Forwarded-Proto: https").
+SECURE_PROXY_SSL_HEADER = envheader("SECURE_PROXY_SSL_HEADER")
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "false")
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "false")
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "false")
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0", minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "false")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "false")
+# The health check answers the proxy over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "board:list"

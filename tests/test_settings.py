@@ -1,6 +1,7 @@
 """The settings helpers: environment values are read strictly, bad ones stop the start-up."""
 
 import os
+import secrets
 import subprocess
 import sys
 
@@ -78,3 +79,57 @@ def test_redis_sockets_outlast_the_channel_layers_wait():
     result = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
     # channels-redis blocks up to 5 s reading a channel; a shorter socket timeout drops idle websockets.
     assert float(result.stdout) > 5
+
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "omoi.example.org",
+    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto: https",
+    "SECURE_SSL_REDIRECT": "true",
+    "SESSION_COOKIE_SECURE": "true",
+    "CSRF_COOKIE_SECURE": "true",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+    "SECURE_HSTS_PRELOAD": "true",
+}
+
+
+def deploy_check(**env):
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "omoi_site.settings", "DATABASE_URL": "", "REDIS_URL": ""}
+    environ.update(env)
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+
+
+def test_the_production_settings_pass_the_deploy_check():
+    result = deploy_check(**PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_deploy_check_catches_each_https_setting_left_out():
+    # The check is not vacuous: every setting the production layout needs is one it would miss.
+    result = deploy_check(**{**PRODUCTION, "SECURE_SSL_REDIRECT": "false", "SESSION_COOKIE_SECURE": "false"})
+    assert result.returncode != 0
+    assert "security.W008" in result.stderr and "security.W012" in result.stderr
+
+
+def test_the_proxy_header_is_read_as_a_header_and_a_value():
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"
+    environ = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "omoi_site.settings",
+        "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto: https",
+    }
+    result = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')"
+    result = settings_with(SECURE_PROXY_SSL_HEADER="https")
+    assert result.returncode != 0
+    assert "SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https'" in result.stderr
+
+
+def test_the_server_cap_must_leave_room_for_the_api_and_workflow_uploads():
+    result = settings_with(OMOI_MAX_REQUEST_BYTES="100000")
+    assert result.returncode != 0
+    assert "OMOI_MAX_REQUEST_BYTES must leave room" in result.stderr
