@@ -32,7 +32,8 @@ member or agent has left the board, or the board is gone.
 
 The event table is the source of truth. Group broadcasts make delivery
 fast; a poll of the table makes it complete, since the in-memory channel
-layer does not reach across processes and a broadcast may be lost.
+layer does not reach across processes and a broadcast may be lost, and
+while the channel layer (Redis) is unreachable the poll alone delivers.
 """
 
 import asyncio
@@ -43,7 +44,9 @@ from time import monotonic
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
@@ -70,6 +73,11 @@ MAX_EVENT_ID = 2**63 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
 # A poll interval below this would turn the poll into a busy loop.
 MIN_POLL_SECONDS = 0.01
+# The handshake waits this long for the channel layer before going on with the poll alone.
+LAYER_TIMEOUT_SECONDS = 5
+# A failed channel layer is tried again after this long, then twice as long each time, up to the maximum.
+LAYER_RETRY_SECONDS = 1
+LAYER_RETRY_MAX_SECONDS = 30
 
 
 def parse_event_id(value):
@@ -164,6 +172,51 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         self.accepted = False
         # Set once the socket is refused or closed for lost access: from then on nothing is sent.
         self.ended = False
+        self.group = None
+        self.joined = False
+        self.listening = False
+        self.listener = None
+        self.layer_warned = False
+
+    async def __call__(self, scope, receive, send):
+        """Serve one socket: frames from the client and messages from the channel layer, one at a time.
+
+        Channels' own loop ends the connection as soon as the channel layer
+        fails to receive; here an unreachable layer costs only the broadcasts,
+        and the poll of the log goes on delivering every event.
+        """
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = None
+        if self.channel_layer is not None:
+            try:
+                self.channel_name = await self.channel_layer.new_channel()
+            except Exception:
+                self.layer_failed()
+                self.channel_layer = None
+        frames = asyncio.ensure_future(receive())
+        try:
+            while True:
+                if self.listening and self.listener is None:
+                    self.listener = asyncio.ensure_future(self.next_layer_message())
+                listener = self.listener
+                waiting = [frames] if listener is None else [frames, listener]
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if frames in done:
+                    message, frames = frames.result(), asyncio.ensure_future(receive())
+                    await self.dispatch(message)
+                if listener in done and not listener.cancelled():
+                    if self.listener is listener:
+                        self.listener = None
+                    await self.dispatch_layer_message(listener.result())
+        except StopConsumer:
+            pass
+        finally:
+            await self.stop()
+            frames.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await frames
 
     async def connect(self):
         started = monotonic()
@@ -188,9 +241,17 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
 
         # Join before reading the log: an event committed in between is then
         # both read and broadcast (and sent once), never neither.
-        group = board_group(self.board_id)
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.groups.append(group)
+        self.group = board_group(self.board_id)
+        if self.channel_layer is not None:
+            try:
+                await asyncio.wait_for(
+                    self.channel_layer.group_add(self.group, self.channel_name), LAYER_TIMEOUT_SECONDS
+                )
+                self.joined = True
+            except Exception:
+                # The poll still delivers every event; joining is tried again in the background.
+                self.layer_failed()
+            self.listening = True
         await self.accept()
         self.accepted = True
 
@@ -212,12 +273,18 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             self.accepted = True
         await self.close(code=code)
+        await self.leave_group()
 
     async def disconnect(self, code):
+        await self.stop()
+
+    async def stop(self):
+        """End the poll and leave the group; safe to call more than once."""
         if self.poll_task is not None:
             self.poll_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.poll_task
+        await self.stop_listening()
 
     def bearer_token(self):
         """The token of an `Authorization` header ("" when it is not a bearer token), or None without one."""
@@ -304,6 +371,13 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
 
     # Messages from the board's group
 
+    async def dispatch_layer_message(self, message):
+        # Only broadcasts are expected here; anything else must not reach a handler, nor end the socket.
+        if isinstance(message, dict) and message.get("type") == "board.event":
+            await self.dispatch(message)
+        else:
+            logger.warning("Board %s: ignored a channel layer message that is not a board event", self.board_id)
+
     async def board_event(self, message):
         event = message.get("event") or {}
         event_id = event.get("id")
@@ -327,6 +401,56 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
                 return
             if event_id > self.last_sent:
                 await self.send_event(event)
+
+    # The channel layer
+
+    async def next_layer_message(self):
+        """The next message for this socket from the channel layer; while the layer is unreachable, keep trying."""
+        delay = LAYER_RETRY_SECONDS
+        while True:
+            try:
+                if not self.joined and not self.ended:
+                    await self.channel_layer.group_add(self.group, self.channel_name)
+                    self.joined = True
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception:
+                self.layer_failed()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LAYER_RETRY_MAX_SECONDS)
+
+    async def stop_listening(self):
+        self.listening = False
+        if self.listener is not None:
+            self.listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.listener
+            self.listener = None
+        await self.leave_group()
+
+    async def leave_group(self):
+        if not self.joined:
+            return
+        self.joined = False
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_discard(self.group, self.channel_name), LAYER_TIMEOUT_SECONDS
+            )
+        except Exception:
+            # The membership expires on its own; a socket that is ending has nothing left to lose.
+            self.layer_failed()
+
+    def layer_failed(self):
+        """Report a channel layer failure: a warning once per socket, since a layer that is down fails at every try."""
+        path = self.scope.get("path")
+        if self.layer_warned:
+            logger.debug("Socket %s: the channel layer failed again", path, exc_info=True)
+            return
+        self.layer_warned = True
+        logger.warning(
+            "Socket %s: the channel layer is unreachable; events come from the poll alone until it is back",
+            path,
+            exc_info=True,
+        )
 
     # Reading the log
 
