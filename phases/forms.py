@@ -46,7 +46,26 @@ class SchemaJSONField(forms.JSONField):
     def prepare_value(self, value):
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
-        return json.dumps(value, indent=2, ensure_ascii=False)
+        text = json.dumps(value, indent=2, ensure_ascii=False)
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (refused, shown again to be fixed) cannot be sent as UTF-8; its \\u escape can.
+            return json.dumps(value, indent=2)
+        return text
+
+    # json.loads raises RecursionError, not a decoding error, for text nested thousands of levels deep.
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError("The JSON is nested too deeply.", code="invalid") from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
 
     def clean(self, value):
         value = super().clean(value)

@@ -2,13 +2,21 @@
 
 The field names are those of the workflow files OmoiOS shipped, so existing
 files load unchanged. Types are strict: YAML's "3" is not the number 3.
+
+Every value is held to what the database columns and the code reading them
+accept, not only to its type: a file that validates loads on SQLite and on
+PostgreSQL alike, and stays usable afterwards (a phase timeout the task queue
+cannot store would fail every task created in that phase).
 """
 
+import json
+import math
 import re
+import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 
 def is_holding_phase(phase_id, configuration):
@@ -58,12 +66,78 @@ def _check_color(value):
     return value
 
 
+# Limits. Text lengths are those of the database columns where one exists
+# (PostgreSQL refuses longer values that SQLite would store); the others keep
+# a workflow something a person and an agent can read.
+MAX_NAME = 200
+MAX_KEY = 64
+MAX_DESCRIPTION = 10_000
+MAX_PROMPT = 50_000
+MAX_LINE = 1_000
+MAX_PATTERN = 500
+MAX_RULE = 2_000
+MAX_PHASES = 100
+MAX_LINES = 100
+MAX_OUTPUTS = 50
+MAX_SEQUENCE_ORDER = 1_000_000
+MAX_WIP_LIMIT = 10_000
+# The same bounds as a task the agent API creates: a phase's defaults become its tasks' values.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+MAX_RETRIES = 100
+MAX_RETRY_BACKOFF_SECONDS = 24 * 3600
+MAX_CONFIGURATION_BYTES = 64 * 1024
+MAX_CONFIGURATION_DEPTH = 16
+# Integers beyond 2**53 lose digits in JavaScript and in most JSON readers.
+JSON_SAFE_INTEGER = 2**53
+
+
+def _text_problem(value):
+    """Why no database stores `value`, or None: PostgreSQL text refuses NUL, and a lone surrogate is not Unicode."""
+    if "\x00" in value:
+        return "contains a NUL character (\\0), which no database field stores"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "contains an unpaired surrogate (\\ud800-\\udfff), which is not Unicode text"
+    return None
+
+
+def _storable(value):
+    # Runs before pydantic reads the string, which would refuse a surrogate in words of its own.
+    problem = _text_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise PydanticCustomError("text_unstorable", problem)
+    return value
+
+
+def _one_line(value):
+    # Names and list lines are shown and edited one per line; a line break or tab inside would split them.
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+        raise PydanticCustomError("text_control", "must be one line, without line breaks, tabs or control characters")
+    return value
+
+
+def _text(max_length):
+    return Annotated[str, StringConstraints(max_length=max_length), BeforeValidator(_storable)]
+
+
+def _one_line_text(max_length, *, min_length=0, strip=True):
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        AfterValidator(_one_line),
+        BeforeValidator(_storable),
+    ]
+
+
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 
-PhaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]
-ColumnId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+PhaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=MAX_KEY)]
+ColumnId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=MAX_KEY)]
+Name = _one_line_text(MAX_NAME, min_length=1)
+Line = _one_line_text(MAX_LINE, min_length=1)
+Description = _text(MAX_DESCRIPTION)
+SequenceOrder = Annotated[int, Field(ge=0, le=MAX_SEQUENCE_ORDER)]
 
 
 class _Strict(BaseModel):
@@ -72,55 +146,105 @@ class _Strict(BaseModel):
 
 class ExpectedOutput(_Strict):
     type: Name
-    pattern: str = ""
+    pattern: _one_line_text(MAX_PATTERN, strip=False) = ""
     required: bool = True
-    validation_rule: str | None = None
+    validation_rule: _text(MAX_RULE) | None = None
+
+
+def _json_problems(value, path, depth):
+    """(path, message) for each part of `value` a JSON column cannot store or give back as it was."""
+    if depth > MAX_CONFIGURATION_DEPTH:
+        yield path, f"is nested more than {MAX_CONFIGURATION_DEPTH} levels deep"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield (*path, str(key)), "keys must be text; quote the key"
+                continue
+            problem = _text_problem(key)
+            if problem:
+                yield (*path, key), f"the key {problem}"
+                continue
+            yield from _json_problems(item, (*path, key), depth + 1)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            yield from _json_problems(item, (*path, position), depth + 1)
+    elif isinstance(value, str):
+        problem = _text_problem(value)
+        if problem:
+            yield path, problem
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if abs(value) > JSON_SAFE_INTEGER:
+            yield path, f"integers must be within ±2**53 ({JSON_SAFE_INTEGER}); write larger numbers as text"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            yield path, "must be a finite number; JSON has no NaN or infinity"
+    else:
+        yield path, f"a {type(value).__name__} cannot be stored as JSON; quote the value to keep it as text"
 
 
 class PhaseConfiguration(BaseModel):
     # Open-ended on purpose: workflows may carry settings of their own; the
-    # ones the orchestrator reads are typed.
+    # ones the orchestrator reads are typed, the others must be plain JSON.
     model_config = ConfigDict(extra="allow", strict=True)
 
-    timeout_seconds: Annotated[int, Field(gt=0)] | None = None
-    max_retries: Annotated[int, Field(ge=0)] | None = None
-    retry_backoff_seconds: Annotated[float, Field(ge=0)] | None = None
+    timeout_seconds: Annotated[int, Field(gt=0, le=MAX_TIMEOUT_SECONDS)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
+    retry_backoff_seconds: Annotated[float, Field(ge=0, le=MAX_RETRY_BACKOFF_SECONDS, allow_inf_nan=False)] | None = (
+        None
+    )
     holding: bool | None = None
+
+    @model_validator(mode="after")
+    def _storable_as_json(self):
+        errors = [
+            InitErrorDetails(type=PydanticCustomError("json_unstorable", message), loc=loc, input=None)
+            for loc, message in _json_problems(self.__pydantic_extra__ or {}, (), 0)
+        ]
+        if not errors:
+            size = len(json.dumps(self.model_dump(exclude_none=True), ensure_ascii=False).encode())
+            if size > MAX_CONFIGURATION_BYTES:
+                message = f"is {size} bytes as JSON; at most {MAX_CONFIGURATION_BYTES} are allowed"
+                errors.append(InitErrorDetails(type=PydanticCustomError("json_too_large", message), loc=(), input=None))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
 
 class PhaseDefinition(_Strict):
     id: PhaseId
     name: Name
-    description: str = ""
-    sequence_order: int = 0
-    allowed_transitions: list[str] = []
+    description: Description = ""
+    sequence_order: SequenceOrder = 0
+    allowed_transitions: Annotated[list[PhaseId], Field(max_length=MAX_PHASES)] = []
     is_terminal: bool = False
-    done_definitions: list[Line] = []
-    expected_outputs: list[ExpectedOutput] = []
-    phase_prompt: str = ""
-    next_steps_guide: list[Line] = []
+    done_definitions: Annotated[list[Line], Field(max_length=MAX_LINES)] = []
+    expected_outputs: Annotated[list[ExpectedOutput], Field(max_length=MAX_OUTPUTS)] = []
+    phase_prompt: _text(MAX_PROMPT) = ""
+    next_steps_guide: Annotated[list[Line], Field(max_length=MAX_LINES)] = []
     configuration: PhaseConfiguration = PhaseConfiguration()
 
 
 class ColumnDefinition(_Strict):
     id: ColumnId
     name: Name
-    description: str = ""
-    sequence_order: int = 0
-    phase_mapping: Annotated[list[str], Field(min_length=1)]
-    wip_limit: Annotated[int, Field(gt=0)] | None = None
+    description: Description = ""
+    sequence_order: SequenceOrder = 0
+    phase_mapping: Annotated[list[PhaseId], Field(min_length=1, max_length=MAX_PHASES)]
+    wip_limit: Annotated[int, Field(gt=0, le=MAX_WIP_LIMIT)] | None = None
     wip_policy: Literal["warn", "block"] = "warn"
     is_terminal: bool = False
-    auto_transition_to: str | None = None
+    auto_transition_to: ColumnId | None = None
     color_theme: Annotated[str, AfterValidator(_check_color)] = ""
 
 
 class WorkflowDefinition(_Strict):
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=100)] | None = None
     name: Name
-    description: str = ""
-    phases: Annotated[list[PhaseDefinition], Field(min_length=1)]
-    board_columns: list[ColumnDefinition] | None = None
+    description: Description = ""
+    phases: Annotated[list[PhaseDefinition], Field(min_length=1, max_length=MAX_PHASES)]
+    board_columns: Annotated[list[ColumnDefinition], Field(max_length=MAX_PHASES)] | None = None
 
     def columns(self):
         """The board columns, or one column per phase when the file names none."""
