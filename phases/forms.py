@@ -170,13 +170,14 @@ class PhaseForm(forms.ModelForm):
             # phases then check it one after the other, never both the old state.
             workflow = workflow.select_for_update()
         definition = workflow_definition(workflow.get())
+        # Last, so that a clash with another phase (a key or a place in the order) is reported on this one.
         phases = [
-            edited
-            if phase.id == old
-            else phase.model_copy(update={"allowed_transitions": renamed(phase.allowed_transitions)})
+            phase.model_copy(update={"allowed_transitions": renamed(phase.allowed_transitions)})
             for phase in definition.phases
+            if phase.id != old
         ]
-        position = next(index for index, phase in enumerate(phases) if phase is edited)
+        phases.append(edited)
+        position = len(phases) - 1
         columns = [
             column.model_copy(update={"phase_mapping": renamed(column.phase_mapping)})
             for column in definition.board_columns

@@ -216,7 +216,8 @@ class PhaseDefinition(_Strict):
     id: PhaseId
     name: Name
     description: Description = ""
-    sequence_order: SequenceOrder = 0
+    # None (left out) everywhere means "in file order"; WorkflowDefinition fills it in.
+    sequence_order: SequenceOrder | None = None
     allowed_transitions: Annotated[list[PhaseId], Field(max_length=MAX_PHASES)] = []
     is_terminal: bool = False
     done_definitions: Annotated[list[Line], Field(max_length=MAX_LINES)] = []
@@ -230,7 +231,7 @@ class ColumnDefinition(_Strict):
     id: ColumnId
     name: Name
     description: Description = ""
-    sequence_order: SequenceOrder = 0
+    sequence_order: SequenceOrder | None = None
     phase_mapping: Annotated[list[PhaseId], Field(min_length=1, max_length=MAX_PHASES)]
     wip_limit: Annotated[int, Field(gt=0, le=MAX_WIP_LIMIT)] | None = None
     wip_policy: Literal["warn", "block"] = "warn"
@@ -239,12 +240,70 @@ class ColumnDefinition(_Strict):
     color_theme: Annotated[str, AfterValidator(_check_color)] = ""
 
 
+def order_problems(orders, label, ids=None):
+    """(position, message) for each item of a list whose sequence_order leaves the order unclear.
+
+    `orders` are the items' sequence_order values, None where an item gives
+    none; `ids` name the items in messages. Either every item gives one, each
+    its own, or none does and the file's order counts: a mix, or two items in
+    one place, would leave the order to the database's ids.
+    """
+
+    def item(position):
+        ident = ids[position] if ids else None
+        named = isinstance(ident, str) and len(ident) <= MAX_KEY
+        return f"{label}[{position}]" + (f" ({ident})" if named else "")
+
+    given = [position for position, order in enumerate(orders) if order is not None]
+    if not given:
+        return []
+    if len(given) < len(orders):
+        return [
+            (
+                position,
+                f"missing, yet {item(given[0])} gives one: give sequence_order to every item of {label} "
+                "or to none (then the order in the file counts)",
+            )
+            for position, order in enumerate(orders)
+            if order is None
+        ]
+    first, problems = {}, []
+    for position, order in enumerate(orders):
+        if order in first:
+            problems.append(
+                (position, f"{order} is also the sequence_order of {item(first[order])}; each needs its own place")
+            )
+        else:
+            first[order] = position
+    return problems
+
+
 class WorkflowDefinition(_Strict):
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=100)] | None = None
     name: Name
     description: Description = ""
     phases: Annotated[list[PhaseDefinition], Field(min_length=1, max_length=MAX_PHASES)]
     board_columns: Annotated[list[ColumnDefinition], Field(max_length=MAX_PHASES)] | None = None
+
+    @model_validator(mode="after")
+    def _order_by_file_position(self):
+        errors = []
+        for label, items in (("phases", self.phases), ("board_columns", self.board_columns or [])):
+            orders = [item.sequence_order for item in items]
+            for position, message in order_problems(orders, label, [item.id for item in items]):
+                errors.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("sequence_order", message),
+                        loc=(label, position, "sequence_order"),
+                        input=None,
+                    )
+                )
+            if all(order is None for order in orders):
+                for position, item in enumerate(items):
+                    item.sequence_order = position
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     def columns(self):
         """The board columns, or one column per phase when the file names none."""

@@ -17,6 +17,7 @@ from .schema import (
     PhaseDefinition,
     WorkflowDefinition,
     is_holding_phase,
+    order_problems,
 )
 
 _YAML = "tag:yaml.org,2002:"
@@ -358,8 +359,18 @@ def _string_items(item, key):
     return [(pos, value) for pos, value in enumerate(values) if isinstance(value, str) and len(value) <= MAX_KEY]
 
 
+def _orders(items):
+    """Each item's sequence_order for the order rules: None when left out, a stand-in when not a valid number."""
+    orders = []
+    for item in items:
+        order = item.get("sequence_order") if isinstance(item, dict) else None
+        # A wrong value is a schema problem of its own; here it only counts as given, equal to no other.
+        orders.append(order if order is None or (type(order) is int) else object())
+    return orders
+
+
 def _reference_problems(data, index):
-    """Rules that span several parts of the file: ids, transitions, column mappings.
+    """Rules that span several parts of the file: ids, order, transitions, column mappings.
 
     An item repeating an earlier id is reported once, as a duplicate: the
     checks that depend on which item an id names skip it, since their message
@@ -384,6 +395,9 @@ def _reference_problems(data, index):
                 repeated_ids[name].add(ident)
             else:
                 first[ident] = pos
+        ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+        for pos, message in order_problems(_orders(items), name, ids):
+            add((name, pos, "sequence_order"), message)
 
     phase_ids = {ident for _, ident in _ids(phases)}
     known = ", ".join(sorted(phase_ids)) or "none"

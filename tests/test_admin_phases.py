@@ -26,7 +26,6 @@ SMALL = textwrap.dedent(
         allowed_transitions: [PHASE_DONE]
       - id: PHASE_DONE
         name: Done
-        sequence_order: 1
         is_terminal: true
     board_columns:
       - id: todo
@@ -34,7 +33,6 @@ SMALL = textwrap.dedent(
         phase_mapping: [PHASE_TODO]
       - id: done
         name: Done
-        sequence_order: 1
         phase_mapping: [PHASE_DONE]
         is_terminal: true
     """

@@ -47,12 +47,10 @@ VALID = textwrap.dedent(
         auto_transition_to: done
       - id: done
         name: Done
-        sequence_order: 1
         phase_mapping: [PHASE_DONE]
         is_terminal: true
       - id: blocked
         name: Blocked
-        sequence_order: 2
         phase_mapping: [PHASE_BLOCKED]
     """
 )
@@ -223,9 +221,7 @@ def test_it_reports_every_problem_in_one_pass():
 
 
 def test_it_requires_every_phase_on_the_board():
-    text = VALID.replace(
-        "  - id: blocked\n    name: Blocked\n    sequence_order: 2\n    phase_mapping: [PHASE_BLOCKED]\n", ""
-    )
+    text = VALID.replace("  - id: blocked\n    name: Blocked\n    phase_mapping: [PHASE_BLOCKED]\n", "")
     problem = one_problem(text)
     assert problem.path == "phases[2].id"
     assert "in no board column" in problem.message
@@ -380,6 +376,7 @@ def test_an_explicit_date_is_reported_at_its_line():
         VALID.replace("name: Done", "name: Do\x00ne"),
         VALID.replace("timeout_seconds: 60", "timeout_seconds: .inf"),
         VALID.replace("retry_backoff_seconds: 1.5", "retry_backoff_seconds: !!float x"),
+        VALID.replace("sequence_order: 1\n", ""),
         VALID.replace("  - id: PHASE_DONE", "  - id: PHASE_TODO"),
         VALID + "extra: &a [*a]\n",
     ],

@@ -50,6 +50,7 @@ SMALL = textwrap.dedent(
       - id: todo
         name: To do
         description: Not started yet.
+        sequence_order: 0
         phase_mapping: [PHASE_TODO]
         wip_limit: 3
         wip_policy: block
@@ -96,6 +97,7 @@ WITH_REVIEW = textwrap.dedent(
     board_columns:
       - id: todo
         name: To do
+        sequence_order: 0
         phase_mapping: [PHASE_TODO]
       - id: review
         name: Review
