@@ -30,6 +30,11 @@ more: 4401 once the session is gone or expired, the user is inactive or
 deleted, the password has changed, or the agent is revoked; 4404 once the
 member or agent has left the board, or the board is gone.
 
+A page asks for what it missed once per connection (with `?after=`, or one
+resume), so resumes are rate-limited per socket: three at once, then one
+every 10 seconds (RESUME_BURST, RESUME_REFILL_SECONDS). One over the limit
+gets an error saying how long to wait, and is otherwise ignored.
+
 The event table is the source of truth. Group broadcasts make delivery
 fast; a poll of the table makes it complete, since the in-memory channel
 layer does not reach across processes and a broadcast may be lost, and
@@ -39,6 +44,7 @@ while the channel layer (Redis) is unreachable the poll alone delivers.
 import asyncio
 import contextlib
 import logging
+import math
 import re
 from time import monotonic
 from urllib.parse import parse_qs
@@ -73,6 +79,9 @@ MAX_EVENT_ID = 2**63 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
 # A poll interval below this would turn the poll into a busy loop.
 MIN_POLL_SECONDS = 0.01
+# A page resumes once per reconnect; a client asking again and again only makes the server send history again.
+RESUME_BURST = 3
+RESUME_REFILL_SECONDS = 10
 # The handshake waits this long for the channel layer before going on with the poll alone.
 LAYER_TIMEOUT_SECONDS = 5
 # A failed channel layer is tried again after this long, then twice as long each time, up to the maximum.
@@ -94,6 +103,25 @@ def parse_event_id(value):
 
 def poll_seconds():
     return max(float(getattr(settings, "OMOI_LIVE_POLL_SECONDS", 1.0)), MIN_POLL_SECONDS)
+
+
+class TokenBucket:
+    """`capacity` actions at once, then one more every `refill_seconds`."""
+
+    def __init__(self, capacity, refill_seconds, now):
+        self.capacity = capacity
+        self.refill_seconds = refill_seconds
+        self.tokens = capacity
+        self.updated = now
+
+    def take(self, now):
+        """0 when an action may go ahead now (and it is counted), else the seconds until one may."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) / self.refill_seconds)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0
+        return (1 - self.tokens) * self.refill_seconds
 
 
 # Access checks: one query each, since every open socket makes one per poll interval.
@@ -169,6 +197,7 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         self.lock = asyncio.Lock()
         self.poll_task = None
         self.checked_at = None
+        self.resumes = None
         self.accepted = False
         # Set once the socket is refused or closed for lost access: from then on nothing is sent.
         self.ended = False
@@ -238,6 +267,7 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             await self.end(CLOSE_NOT_FOUND)
             return
         self.checked_at = started
+        self.resumes = TokenBucket(RESUME_BURST, RESUME_REFILL_SECONDS, started)
 
         # Join before reading the log: an event committed in between is then
         # both read and broadcast (and sent once), never neither.
@@ -353,6 +383,12 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             after = parse_event_id(content.get("after"))
             if after is None:
                 await self.send_error("resume needs after: an event id (a non-negative integer).")
+                return
+            wait = self.resumes.take(monotonic())
+            if wait:
+                await self.send_error(
+                    f"Too many resumes: wait {math.ceil(wait)} s before the next one (live events keep coming)."
+                )
                 return
             await self.resume(after)
         else:

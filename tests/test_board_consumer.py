@@ -297,6 +297,60 @@ def test_resume_replays_from_the_position_the_page_gives(board, bob_headers, bro
     run(scenario)
 
 
+def test_resumes_beyond_the_limit_get_an_error_and_replay_nothing(board, bob_headers, broadcasts_only):
+    async def scenario():
+        written = await log_quietly(board, 2)
+        async with live(bob_headers) as communicator:
+            for _ in range(consumers.RESUME_BURST):
+                await communicator.send_json_to({"type": "resume", "after": 0})
+                assert await receive_events(communicator, 2) == written
+            await communicator.send_json_to({"type": "resume", "after": 0})
+            message = await communicator.receive_json_from()
+            assert message["type"] == "error"
+            assert f"wait {consumers.RESUME_REFILL_SECONDS} s" in message["message"]
+            assert await communicator.receive_nothing()
+            # The connection goes on: pings, and live events.
+            await assert_still_usable(communicator)
+            (event,) = await log_quietly(board, 1)
+            await get_channel_layer().group_send(board_group(board.pk), {"type": "board.event", "event": event})
+            assert await receive_events(communicator, 1) == [event]
+
+    run(scenario)
+
+
+def test_a_resume_is_served_again_once_the_wait_is_over(board, bob_headers, broadcasts_only, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(consumers, "monotonic", lambda: clock[0])
+
+    async def scenario():
+        written = await log_quietly(board, 1)
+        async with live(bob_headers) as communicator:
+            for _ in range(consumers.RESUME_BURST):
+                await communicator.send_json_to({"type": "resume", "after": 0})
+                assert await receive_events(communicator, 1) == written
+            clock[0] += consumers.RESUME_REFILL_SECONDS / 2
+            await communicator.send_json_to({"type": "resume", "after": 0})
+            assert (await communicator.receive_json_from())["type"] == "error"
+            clock[0] += consumers.RESUME_REFILL_SECONDS / 2
+            await communicator.send_json_to({"type": "resume", "after": 0})
+            assert await receive_events(communicator, 1) == written
+            # One earned, one spent.
+            await communicator.send_json_to({"type": "resume", "after": 0})
+            assert (await communicator.receive_json_from())["type"] == "error"
+
+    run(scenario)
+
+
+def test_the_resume_allowance_refills_one_at_a_time_up_to_the_burst():
+    bucket = consumers.TokenBucket(3, 10, now=0)
+    assert [bucket.take(0) for _ in range(4)] == [0, 0, 0, 10]
+    assert bucket.take(4) == pytest.approx(6)
+    assert bucket.take(10) == 0
+    assert bucket.take(10) == pytest.approx(10)
+    # A long quiet spell earns the burst again, no more.
+    assert [bucket.take(1000) for _ in range(4)] == [0, 0, 0, pytest.approx(10)]
+
+
 def test_too_many_missed_events_ask_the_page_to_reload(board, bob, bob_headers, broadcasts_only, monkeypatch):
     monkeypatch.setattr(consumers, "MAX_REPLAY", 2)
 
