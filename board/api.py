@@ -6,6 +6,7 @@ Refusals from services become 409 (state), 403 (permission) or 422 (input)
 with the service's own message.
 """
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,9 +17,10 @@ from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 from ninja.security import HttpBearer
-from pydantic import ConfigDict, model_validator
+from pydantic import AfterValidator, ConfigDict, model_validator
 
 from phases.models import Phase
+from phases.schema import MAX_RETRIES, MAX_TIMEOUT_SECONDS, PHASE_ID_PATTERN, SLUG_PATTERN
 
 from .middleware import request_agent
 from .models import Agent, Board, Event, PhaseHistory, Task, Ticket
@@ -83,6 +85,58 @@ def install_error_handlers(api):
         return api.create_response(request, {"detail": errors}, status=422)
 
 
+class ErrorItem(Schema):
+    loc: list[str | int] = Field(description='Where: ["body", "payload", field] for the schema, ["body", field] after.')
+    msg: str
+    type: str
+
+
+class ErrorOut(Schema):
+    detail: str | list[ErrorItem] = Field(description="A sentence, or for invalid input each problem with its place.")
+
+
+ERROR_ANSWERS = {
+    401: "No token, or an unknown or revoked one.",
+    403: "Not allowed for this agent, e.g. closing a discovery it neither recorded nor works on.",
+    404: "Nothing of that id or key on this agent's boards, or no such endpoint.",
+    409: "The object's state refuses it: a move the workflow does not allow, a task the agent does not hold, "
+    "a discovery already closed, a phase key found in several of the agent's workflows.",
+    413: "The body is larger than the limit (OMOI_API_MAX_BODY_BYTES, 256 KiB by default).",
+    422: "Invalid input: the body is not a JSON object, breaks the schema (or holds NUL, NaN, an infinity or "
+    "nesting past 64 levels), or a service refused a value, e.g. an unknown phase key.",
+}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "description": "Makes a retry safe: the same key and body get the first answer again (Idempotent-Replayed: "
+    "true) for 24 hours; the same key with another body is refused (422).",
+}
+
+
+def document_errors(schema):
+    """Add to each operation of the OpenAPI schema the errors it may answer, with their body, and Idempotency-Key."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    error = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(error.pop("$defs", {}))
+    components["Error"] = error
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if not operation.get("security"):
+                continue  # the health check answers everyone, always 200
+            codes = {401, 404, 422}
+            if method == "post":
+                codes |= {403, 409, 413}
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
+            if "{key}" in path:
+                codes.add(409)
+            for code in sorted(codes):
+                operation["responses"].setdefault(code, {"description": ERROR_ANSWERS[code], "content": body})
+    return schema
+
+
 # Lookups, always through the agent's boards
 
 
@@ -126,8 +180,89 @@ def agent_phase(agent, key, board_slug=None):
 
 
 # Schemas
+#
+# The constraints the services enforce are stated here too, so that a request
+# valid for the OpenAPI schema is not refused for its shape: no NUL character
+# in any text (PostgreSQL cannot store one), no blank required text, keys and
+# slugs in their own alphabet.
 
-Text = Field(default="", max_length=TEXT_MAX)
+NO_NUL = r"^[^\x00]*$"
+# At least one character that is not a space, and no NUL: linear for a backtracking engine too.
+NOT_BLANK = r"^\s*[^\s\x00][^\x00]*$"
+
+
+def _no_nul(value):
+    if "\x00" in value:
+        raise ValueError("A NUL character (\\u0000) cannot be stored.")
+    return value
+
+
+def _not_blank(value):
+    if not value.strip():
+        raise ValueError("This field cannot be blank.")
+    return _no_nul(value)
+
+
+def _capability(value):
+    if not value.strip() or "\x00" in value:
+        raise ValueError(f"Each capability is a name of 1 to 64 characters, not {value!r}.")
+    return value
+
+
+# The pattern goes into the schema; the validator checks the same rule with the services' own wording.
+Text = Annotated[str, Field(max_length=TEXT_MAX, json_schema_extra={"pattern": NO_NUL}), AfterValidator(_no_nul)]
+RequiredText = Annotated[
+    str, Field(min_length=1, max_length=TEXT_MAX, json_schema_extra={"pattern": NOT_BLANK}), AfterValidator(_not_blank)
+]
+Title = Annotated[
+    str, Field(min_length=1, max_length=NAME_MAX, json_schema_extra={"pattern": NOT_BLANK}), AfterValidator(_not_blank)
+]
+# A title that may be only spaces: the service then puts a default in its place.
+TitleOrDefault = Annotated[
+    str, Field(min_length=1, max_length=NAME_MAX, json_schema_extra={"pattern": NO_NUL}), AfterValidator(_no_nul)
+]
+Capability = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"pattern": NOT_BLANK},
+        description="A capability name; surrounding spaces are dropped.",
+    ),
+    AfterValidator(_capability),
+]
+Capabilities = Annotated[list[Capability], Field(max_length=50)]
+
+
+def _phase_key(value):
+    if not re.fullmatch(PHASE_ID_PATTERN, value):
+        raise ValueError(f"{value!r} is not a phase key: a letter, then letters, digits or _ (e.g. PHASE_TESTING).")
+    return value
+
+
+def _slug(value):
+    if not re.fullmatch(SLUG_PATTERN, value):
+        raise ValueError(f"{value!r} is not a board slug: letters, digits, - and _ only.")
+    return value
+
+
+PhaseKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"pattern": PHASE_ID_PATTERN},
+        description="The key of a phase of the workflow, e.g. PHASE_TESTING (GET /phases lists them).",
+    ),
+    AfterValidator(_phase_key),
+]
+BoardSlug = Annotated[
+    str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": SLUG_PATTERN}), AfterValidator(_slug)
+]
+AnyJSON = Annotated[
+    Any,
+    Field(description="Any JSON value, stored as sent: no NUL character, NaN or infinity, at most 64 levels deep."),
+]
 
 
 class AgentOut(Schema):
@@ -237,32 +372,36 @@ PriorityName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 
 
 class ClaimIn(Schema):
-    board: str | None = Field(default=None, max_length=100, description="Only claim from this board.")
+    board: BoardSlug | None = Field(default=None, description="Only claim from this board.")
 
 
 class TaskCreateIn(Schema):
     ticket_id: int = Field(gt=0, lt=2**53)
-    title: str = Field(min_length=1, max_length=NAME_MAX)
-    phase: str | None = Field(default=None, max_length=64, description="Any phase of the ticket's workflow.")
-    description: str = Text
-    task_type: str = Field(default="work", max_length=64)
+    title: Title
+    phase: PhaseKey | None = Field(default=None, description="Any phase of the ticket's workflow.")
+    description: Text = ""
+    task_type: Annotated[str, Field(max_length=64, json_schema_extra={"pattern": NO_NUL}), AfterValidator(_no_nul)] = (
+        "work"
+    )
     priority: PriorityName | None = None
     score: float | None = Field(default=None, ge=-1e9, le=1e9)
     dependencies: list[Annotated[int, Field(gt=0, lt=2**53)]] = Field(default_factory=list, max_length=LIST_MAX)
-    required_capabilities: list[str] = Field(default_factory=list, max_length=50)
+    required_capabilities: Capabilities = Field(default_factory=list)
     parent_task_id: int | None = Field(default=None, gt=0, lt=2**53)
-    max_retries: int | None = Field(default=None, ge=0, le=100)
-    timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
 
 
 class TaskCompleteIn(Schema):
-    result: Any = None
-    artifacts: list[Any] = Field(default_factory=list, max_length=LIST_MAX)
-    completed_criteria: list[str] = Field(default_factory=list, max_length=LIST_MAX)
+    result: AnyJSON = None
+    artifacts: list[AnyJSON] = Field(default_factory=list, max_length=LIST_MAX)
+    completed_criteria: list[Text] = Field(
+        default_factory=list, max_length=LIST_MAX, description="The done-definitions of the phase this task met."
+    )
 
 
 class TaskFailIn(Schema):
-    error: str = Field(min_length=1, max_length=TEXT_MAX)
+    error: RequiredText
     retryable: bool = True
 
 
@@ -376,20 +515,20 @@ tickets = Router(tags=["tickets"])
 
 
 class TicketCreateIn(Schema):
-    board: str = Field(min_length=1, max_length=100)
-    title: str = Field(min_length=1, max_length=NAME_MAX)
-    description: str = Text
+    board: BoardSlug
+    title: Title
+    description: Text = ""
     priority: PriorityName = "MEDIUM"
-    phase: str | None = Field(default=None, max_length=64)
+    phase: PhaseKey | None = Field(default=None, description="The first phase of the workflow by default.")
 
 
 class TransitionIn(Schema):
-    to_phase: str = Field(min_length=1, max_length=64)
-    reason: str = Field(default="", max_length=TEXT_MAX)
+    to_phase: PhaseKey
+    reason: Text = ""
 
 
 class CommentIn(Schema):
-    body: str = Field(min_length=1, max_length=TEXT_MAX)
+    body: RequiredText
 
 
 class HistoryOut(Schema):
@@ -523,7 +662,7 @@ class PhaseOut(Schema):
 
 
 class ValidateDoneIn(Schema):
-    completed_criteria: list[str] = Field(default_factory=list, max_length=LIST_MAX)
+    completed_criteria: list[Text] = Field(default_factory=list, max_length=LIST_MAX)
 
 
 class ValidateDoneOut(Schema):
@@ -551,7 +690,7 @@ def _phase_out(phase):
 
 
 @phases.get("", response=list[PhaseOut], summary="The phases of the agent's boards' workflows")
-def phase_list(request, board: str | None = None):
+def phase_list(request, board: BoardSlug | None = None):
     found = Phase.objects.filter(workflow__boards__agents=request.auth)
     if board:
         found = found.filter(workflow__boards=agent_board(request.auth, board))
@@ -560,19 +699,19 @@ def phase_list(request, board: str | None = None):
 
 
 @phases.get("/{key}", response=PhaseOut, summary="A phase")
-def phase_get(request, key: str, board: str | None = None):
+def phase_get(request, key: str, board: BoardSlug | None = None):
     phase = agent_phase(request.auth, key, board)
     return _phase_out(phase)
 
 
 @phases.get("/{key}/instructions", summary="The phase's instructions for an agent, in Markdown")
-def phase_instructions(request, key: str, board: str | None = None):
+def phase_instructions(request, key: str, board: BoardSlug | None = None):
     phase = agent_phase(request.auth, key, board)
     return {"phase": phase.key, "format": "markdown", "instructions": phase.agent_instructions()}
 
 
 @phases.post("/{key}/validate-done", response=ValidateDoneOut, summary="Which done-definitions are met")
-def phase_validate_done(request, key: str, payload: ValidateDoneIn, board: str | None = None):
+def phase_validate_done(request, key: str, payload: ValidateDoneIn, board: BoardSlug | None = None):
     phase = agent_phase(request.auth, key, board)
     missing = phase.missing_done_criteria(payload.completed_criteria)
     met = [item for item in phase.done_definitions if item not in missing]

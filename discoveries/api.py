@@ -12,7 +12,21 @@ from django.db.models import Prefetch
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
-from board.api import NAME_MAX, TEXT_MAX, NotFound, PriorityName, TaskOut, agent_board, agent_task, agent_ticket
+from board.api import (
+    AnyJSON,
+    BoardSlug,
+    Capabilities,
+    NotFound,
+    PhaseKey,
+    PriorityName,
+    RequiredText,
+    TaskOut,
+    Text,
+    TitleOrDefault,
+    agent_board,
+    agent_task,
+    agent_ticket,
+)
 from board.models import Task
 
 from .graph import workflow_graph
@@ -50,34 +64,35 @@ def _discoveries_of(agent):
 class RecordIn(Schema):
     source_task_id: int = Field(gt=0, lt=2**53, description="The task the agent was doing; it need not hold it.")
     discovery_type: DiscoveryTypeName
-    description: str = Field(min_length=1, max_length=TEXT_MAX, description="What was found, stored as given.")
+    description: RequiredText = Field(description="What was found, stored as given.")
     priority_boost: bool = False
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object, kept exactly as sent.")
+    metadata: dict[str, AnyJSON] = Field(
+        default_factory=dict,
+        description="Any JSON object, kept exactly as sent: at most 64 KiB as JSON and 32 levels deep, no NUL.",
+    )
 
 
 class BranchIn(RecordIn):
-    phase: str | None = Field(
+    phase: PhaseKey | None = Field(
         default=None,
-        min_length=1,
-        max_length=64,
         description="Any phase key of the ticket's workflow (allowed transitions do not apply); "
         "the source task's phase by default.",
     )
-    title: str | None = Field(
-        default=None, min_length=1, max_length=NAME_MAX, description="By default the type and first line found."
+    title: TitleOrDefault | None = Field(
+        default=None, description="By default (or when only spaces) the type and first line found."
     )
-    task_description: str | None = Field(
-        default=None, max_length=TEXT_MAX, description="The new task's description; the discovery's by default."
+    task_description: Text | None = Field(
+        default=None, description="The new task's description; the discovery's by default."
     )
     priority: PriorityName | None = Field(
         default=None, description="By default the source task's, one level higher with priority_boost."
     )
-    required_capabilities: list[str] = Field(default_factory=list, max_length=50)
+    required_capabilities: Capabilities = Field(default_factory=list)
 
 
 class ResolveIn(Schema):
     status: Literal["resolved", "invalid"]
-    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+    reason: RequiredText
 
 
 class DiscoveryOut(Schema):
@@ -132,7 +147,7 @@ class DiscoveryFilters(Schema):
     type: DiscoveryTypeName | None = None
     status: ResolutionName | None = None
     ticket: int | None = Field(default=None, gt=0, lt=2**53)
-    board: str | None = Field(default=None, min_length=1, max_length=100)
+    board: BoardSlug | None = None
     after: int = Field(default=0, ge=0, lt=2**53, description="Only discoveries with a larger id.")
     limit: int = Field(default=50, ge=1, le=PAGE_MAX)
 

@@ -5,7 +5,14 @@ from ninja import NinjaAPI
 from board import api as board_api
 from discoveries import api as discoveries_api
 
-api = NinjaAPI(
+
+class OmoiAPI(NinjaAPI):
+    def get_openapi_schema(self, **kwargs):
+        # Errors are answered by handlers and middleware, not by the operations: documented here, once.
+        return board_api.document_errors(super().get_openapi_schema(**kwargs))
+
+
+api = OmoiAPI(
     title="Omoi agent API",
     version="1",
     description=(

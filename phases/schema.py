@@ -132,7 +132,9 @@ def _one_line_text(max_length, *, min_length=0, strip=True):
 
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 
-PhaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=MAX_KEY)]
+# Also the agent API's phase keys (board.api).
+PHASE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+PhaseId = Annotated[str, StringConstraints(pattern=PHASE_ID_PATTERN, max_length=MAX_KEY)]
 ColumnId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=MAX_KEY)]
 Name = _one_line_text(MAX_NAME, min_length=1)
 Line = _one_line_text(MAX_LINE, min_length=1)

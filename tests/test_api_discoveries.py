@@ -183,7 +183,6 @@ def test_resolving_closes_a_discovery_once(api, source, scout, board):
     assert discovery.resolution_status == "resolved"
 
 
-
 def test_an_agent_may_not_close_another_agents_discovery(api, source, board, alice):
     finder, _ = agent_create(name="finder", boards=[board], actor=alice)
     discovery = discovery_record(source_task=source, discovery_type="bug", description="x", actor=finder)
@@ -193,6 +192,7 @@ def test_an_agent_may_not_close_another_agents_discovery(api, source, board, ali
     discovery.refresh_from_db()
     assert discovery.resolution_status == "open"
     assert not Event.objects.filter(type="discovery.resolved").exists()
+
 
 @pytest.mark.parametrize(
     ("body", "fields"),
@@ -251,7 +251,7 @@ def test_a_bad_body_is_refused_naming_each_field(api, source, path, body, fields
         ({"task_description": "d" * 20_001}, "task_description"),
         ({"priority": "URGENT"}, "priority"),
         ({"required_capabilities": ["c"] * 51}, "required_capabilities"),
-        ({"required_capabilities": ["c" * 65]}, "required_capabilities"),  # refused by the service
+        ({"required_capabilities": ["c" * 65]}, 0),  # the first item of required_capabilities
     ],
 )
 def test_a_bad_branch_is_refused_naming_the_field(api, source, extra, field):

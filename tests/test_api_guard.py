@@ -123,7 +123,7 @@ def test_a_body_over_djangos_own_upload_limit_is_413_too(api, settings, ticket):
 
 def test_gets_are_not_limited(api, settings):
     settings.OMOI_API_MAX_BODY_BYTES = 1024
-    assert api.get("/phases?board=" + "x" * 2000).status_code == 404
+    assert api.get("/phases?board=nowhere&note=" + "x" * 2000).status_code == 404
 
 
 # Bodies that are not JSON, or not storable
@@ -504,3 +504,91 @@ def test_the_schema_and_docs_need_no_token_and_show_no_data(client, builder, boa
     # They describe the contract only: no token, board or ticket appears in them.
     text = client.get(f"{API}/openapi.json").content.decode() + client.get(f"{API}/docs").content.decode()
     assert board.slug not in text and builder[1] not in text and builder[0].token_prefix not in text
+
+
+def request_schemas(schema):
+    """(operation, body schema) of every operation with a JSON body, components resolved."""
+    components = schema["components"]["schemas"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                yield f"{method.upper()} {path}", components[body["$ref"].rsplit("/", 1)[-1]], components
+
+
+def string_fields(properties, components, prefix=""):
+    """(name, string schema) of every string a body may carry, items of lists included."""
+    for name, field in properties.items():
+        for option in field.get("anyOf", [field]):
+            if "$ref" in option:
+                continue
+            if option.get("type") == "string" and "enum" not in option and option.get("format") != "date-time":
+                yield prefix + name, option
+            if option.get("type") == "array" and option.get("items", {}).get("type") == "string":
+                yield f"{prefix}{name}[]", option["items"]
+
+
+def test_every_operation_documents_its_errors_with_their_body(client):
+    schema = client.get(f"{API}/openapi.json").json()
+    error = schema["components"]["schemas"]["Error"]
+    assert error["required"] == ["detail"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if path == f"{API}/health":
+                continue
+            expected = {"401", "404", "422"} | ({"403", "409", "413"} if method == "post" else set())
+            assert expected <= set(operation["responses"]), (method, path, sorted(operation["responses"]))
+            for code in expected:
+                answer = operation["responses"][code]
+                assert answer["description"], (method, path, code)
+                assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+            if method == "post":
+                assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"]), path
+
+
+def blank_is_refused(operation, name):
+    """Whether the services refuse a value of only spaces for this field (others store it, or use a default)."""
+    if name in {"error", "body", "required_capabilities[]", "board", "phase", "to_phase"}:
+        return True
+    return (
+        (name == "title" and "branch" not in operation)
+        or (name == "reason" and "resolve" in operation)
+        or (name == "description" and "discoveries" in operation)
+    )
+
+
+def test_the_schema_states_what_the_server_refuses_so_a_valid_request_is_not_refused(client):
+    schema = client.get(f"{API}/openapi.json").json()
+    checked = 0
+    for operation, body, components in request_schemas(schema):
+        for name, field in string_fields(body.get("properties", {}), components):
+            where = (operation, name)
+            pattern = field.get("pattern")
+            assert pattern and re.search(pattern, "fine") and not re.search(pattern, "a\x00b"), where
+            assert bool(re.search(pattern, "   ")) is not blank_is_refused(operation, name), where
+            if name in {"phase", "to_phase"}:
+                assert not re.search(pattern, "not a key") and field["maxLength"] == 64, where
+                assert "phase" in field.get("description", "").lower(), where
+            if name == "board":
+                assert not re.search(pattern, "not a slug") and field["maxLength"] == 100, where
+            checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/tasks", {"title": "   "}, "title"),
+        ("/tasks", {"title": "ok", "required_capabilities": ["  "]}, "required_capabilities"),
+        ("/tasks", {"title": "ok", "phase": "not a key"}, "phase"),
+        ("/tickets/{ticket}/comments", {"body": " \n "}, "body"),
+    ],
+)
+def test_what_the_schema_refuses_the_server_refuses_with_the_services_words(api, ticket, path, body, field):
+    if path == "/tasks":
+        body = {"ticket_id": ticket.pk, **body}
+    response = api.post(path.format(ticket=ticket.pk), body)
+    assert response.status_code == 422
+    problem = response.json()["detail"][0]
+    assert field in problem["loc"]
+    assert "pattern" not in problem["msg"]  # said in words, not as a regular expression

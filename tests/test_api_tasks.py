@@ -329,12 +329,13 @@ def test_dependencies_and_parents_must_be_on_the_agents_boards(api, ticket, task
         ({"dependencies": list(range(1, 102))}, "List should have at most 100 items"),
         ({"dependencies": 5}, "Input should be a valid list"),
         ({"parent_task_id": 2**63}, "Input should be less than 9007199254740992"),
-        ({"required_capabilities": ["x" * 65]}, "Each capability is a name of 1 to 64 characters"),
+        ({"required_capabilities": ["x" * 65]}, "String should have at most 64 characters"),
         ({"max_retries": 101}, "Input should be less than or equal to 100"),
         ({"timeout_seconds": 0}, "Input should be greater than or equal to 1"),
         ({"task_type": "x" * 65}, "String should have at most 64 characters"),
         ({"phase": "x" * 65}, "String should have at most 64 characters"),
-        ({"phase": ""}, "Unknown phase '' in workflow Software Development."),
+        ({"phase": ""}, "String should have at least 1 character"),
+        ({"phase": "PHASE_NOWHERE"}, "Unknown phase 'PHASE_NOWHERE' in workflow Software Development."),
     ],
 )
 def test_task_creation_refuses_bad_bodies(api, ticket, changes, message):
