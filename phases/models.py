@@ -6,7 +6,15 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 
-from .schema import COLOR_RULE, PALETTE, color_hex, is_holding_phase
+from .schema import (
+    COLOR_RULE,
+    MAX_RETRIES,
+    MAX_RETRY_BACKOFF_SECONDS,
+    MAX_TIMEOUT_SECONDS,
+    PALETTE,
+    color_hex,
+    is_holding_phase,
+)
 
 _SPACES = re.compile(r"\s+")
 
@@ -107,15 +115,26 @@ class Phase(models.Model):
 
     @property
     def timeout_seconds(self):
-        return self.configuration.get("timeout_seconds")
+        return self._setting("timeout_seconds", int, 1, MAX_TIMEOUT_SECONDS)
 
     @property
     def max_retries(self):
-        return self.configuration.get("max_retries")
+        return self._setting("max_retries", int, 0, MAX_RETRIES)
 
     @property
     def retry_backoff_seconds(self):
-        return self.configuration.get("retry_backoff_seconds")
+        return self._setting("retry_backoff_seconds", (int, float), 0, MAX_RETRY_BACKOFF_SECONDS)
+
+    def _setting(self, name, kind, low, high):
+        """A configured value within its range, or None (the default applies).
+
+        Files and the admin refuse anything else, but a row saved before they
+        did may hold any JSON, and tasks must still be creatable in its phase.
+        """
+        value = (self.configuration or {}).get(name) if isinstance(self.configuration, dict) else None
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            return None
+        return value
 
     def agent_instructions(self):
         """The text an agent working in this phase is given, in Markdown."""

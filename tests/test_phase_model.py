@@ -2,6 +2,7 @@
 
 import pytest
 
+from board.services import task_create, ticket_create
 from phases.models import Phase, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -91,3 +92,24 @@ def test_configuration_is_read_through_properties(phase):
     assert implementation.timeout_seconds == implementation.configuration["timeout_seconds"] > 0
     assert implementation.max_retries == implementation.configuration["max_retries"]
     assert implementation.retry_backoff_seconds == implementation.configuration["retry_backoff_seconds"]
+
+
+@pytest.mark.parametrize(
+    "configuration",
+    [
+        {"timeout_seconds": 1_000_000_000_000, "max_retries": 10**9, "retry_backoff_seconds": 1e300},
+        {"timeout_seconds": "soon", "max_retries": True, "retry_backoff_seconds": [1]},
+        {"timeout_seconds": -5, "max_retries": -1, "retry_backoff_seconds": -1},
+        "not a mapping",
+    ],
+)
+def test_settings_saved_out_of_range_before_the_checks_fall_back_to_the_defaults(board, alice, configuration):
+    """A phase row written before files and the admin checked its settings must not break task creation."""
+    phase = board.workflow.phases.get(key="PHASE_IMPLEMENTATION")
+    Phase.objects.filter(pk=phase.pk).update(configuration=configuration)
+    phase.refresh_from_db()
+    assert (phase.timeout_seconds, phase.max_retries, phase.retry_backoff_seconds) == (None, None, None)
+    ticket = ticket_create(board=board, title="Still works", actor=alice, phase="PHASE_IMPLEMENTATION")
+    task = task_create(ticket=ticket, title="A task", actor=alice)
+    task.refresh_from_db()
+    assert (task.timeout_seconds, task.max_retries) == (3600, 3)
