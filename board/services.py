@@ -423,7 +423,8 @@ def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_ty
     name = _clean_text(name, field="name", max_length=100, required=True)
     if Agent.objects.filter(name=name).exists():
         raise ValidationError({"name": f"An agent named {name!r} already exists."})
-    boards = list(boards)
+    # Events lock their board row: several boards are always locked in id order, so two calls never cross.
+    boards = sorted(boards, key=lambda board: board.pk)
     if not boards:
         raise ValidationError({"boards": "An agent works on at least one board."})
     if phase is not None and not isinstance(phase, Phase):
@@ -478,7 +479,9 @@ def agent_revoke(*, agent, actor):
         agent.revoked_at = timezone.now()
         agent.status = Agent.Status.OFFLINE
         agent.save(update_fields=["revoked_at", "status"])
-        for task in Task.objects.filter(assigned_agent=agent, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING]):
+        in_hand = Task.objects.filter(assigned_agent=agent, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING])
+        # Board rows are locked by the events in id order, as everywhere.
+        for task in in_hand.select_related("ticket__board", "phase").order_by("ticket__board_id", "pk"):
             _task_release(task, actor=actor, reason=f"Agent {agent.name} was revoked.")
     return agent
 
@@ -499,7 +502,7 @@ def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNC
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
     if agent.is_revoked:
         raise ValidationError(f"Agent {agent.name} is revoked; register a new agent instead.")
-    boards = list(agent.boards.select_related("workflow"))
+    boards = list(agent.boards.select_related("workflow").order_by("pk"))
     changes = {}
     if capabilities is not None:
         changes["capabilities"] = _clean_capabilities(capabilities)
