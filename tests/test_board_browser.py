@@ -236,3 +236,29 @@ def test_a_transition_made_by_another_process_appears_live(open_board, board, bo
     expect(card(page, ticket, "analyzing")).to_be_visible(timeout=LIVE_TIMEOUT)
     expect(card(page, ticket, "backlog")).to_have_count(0)
     assert same_document(page)
+
+
+def test_a_member_taken_off_the_board_stops_getting_its_updates_at_once(open_board, board, bob):
+    page = open_board(bob)
+    board.members.remove(bob)
+    expect(page.locator("#live-status")).to_have_text("This board is no longer available to you.", timeout=LIVE_TIMEOUT)
+    ticket = ticket_create(board=board, title="Not for Bob any more", actor="orchestrator")
+    page.wait_for_timeout(1500)
+    expect(card(page, ticket)).to_have_count(0)
+
+
+def test_the_board_stays_live_when_its_own_session_is_renewed_in_another_tab(open_board, board, alice):
+    page = open_board(alice)
+    page.wait_for_timeout(2100)  # a socket that has been live a while, not one refused at once
+    other = page.context.new_page()
+    other.goto("/admin/password_change/")
+    new_password = "another horse battery staple 42"
+    other.locator("#id_old_password").fill("correct horse battery staple")
+    other.locator("#id_new_password1").fill(new_password)
+    other.locator("#id_new_password2").fill(new_password)
+    other.locator("input[type=submit]").click()
+    expect(other.get_by_text("Your password was changed.")).to_be_visible()
+
+    ticket = ticket_create(board=board, title="Seen after the new session", actor="orchestrator")
+    expect(card(page, ticket, "backlog")).to_be_visible(timeout=3 * LIVE_TIMEOUT)
+    expect(page.locator("#live-status")).to_have_text("Live")

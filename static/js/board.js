@@ -189,11 +189,16 @@
   let socket = null;
   let retries = 0;
   let pingTimer = null;
+  // A live socket closed with 4401 may only mean the session changed (a new login in another tab): the
+  // browser's cookie is then the new one, and reconnecting at once tells the two apart. A refused handshake
+  // closes right after opening, so it is not retried.
+  let openedAt = 0;
 
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + window.location.host + page.dataset.socketPath + "?after=" + lastEventId);
     socket.addEventListener("open", function () {
+      openedAt = Date.now();
       retries = 0;
       setStatus("live", "Live");
       clearInterval(pingTimer);
@@ -214,6 +219,10 @@
     socket.addEventListener("close", function (evt) {
       clearInterval(pingTimer);
       if (evt.code === 4401) {
+        if (Date.now() - openedAt > 2000) {
+          setTimeout(connect, 1000); // time for the response that set the new cookie to arrive
+          return;
+        }
         setStatus("offline", "Signed out: reload the page to log in again.");
         return;
       }
