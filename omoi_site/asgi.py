@@ -13,13 +13,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from board.middleware import ApiBodyGuard  # noqa: E402
+from board.middleware import ApiBodyGuard, OriginCheckedUnlessBearer  # noqa: E402
 from board.routing import websocket_urlpatterns  # noqa: E402
+
+websocket = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 
 application = ProtocolTypeRouter(
     {
         # The guard answers oversized or unauthenticated API writes before Django reads their body.
         "http": ApiBodyGuard(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginCheckedUnlessBearer(websocket, checked=AllowedHostsOriginValidator(websocket)),
     }
 )

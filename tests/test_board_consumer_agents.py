@@ -170,3 +170,22 @@ def test_an_agent_access_check_is_one_query_whatever_the_number_of_boards_and_ag
     assert small == queries_of_a_check() == (None, 1)
     agent_revoke(agent=agent, actor=alice)
     assert queries_of_a_check() == (consumers.CLOSE_UNAUTHENTICATED, 1)
+
+
+def test_an_agent_needs_no_origin_header_but_a_cookie_handshake_does(board, bob, scout):
+    """Agents are not browsers and send no Origin; without a token the Origin check still applies."""
+    _, token = scout
+    cookie_only = [header for header in browser_headers(bob) if header[0] != b"origin"]
+
+    async def scenario():
+        async with live([(b"authorization", f"Bearer {token}".encode())]) as communicator:
+            await assert_still_usable(communicator)
+        communicator = WebsocketCommunicator(application, PATH, headers=cookie_only)
+        connected, _ = await communicator.connect()
+        assert not connected
+        elsewhere = [(b"origin", b"https://evil.example"), *cookie_only]
+        communicator = WebsocketCommunicator(application, PATH, headers=elsewhere)
+        connected, _ = await communicator.connect()
+        assert not connected
+
+    run(scenario)
