@@ -31,7 +31,12 @@ def actor_user(actor):
     return actor if isinstance(actor, AbstractBaseUser) else None
 
 
+# Whether the last broadcast failed: while the channel layer is down, one warning says so, not one per event.
+_layer_down = False
+
+
 def _broadcast(event):
+    global _layer_down
     layer = get_channel_layer()
     if layer is None:
         return
@@ -40,9 +45,17 @@ def _broadcast(event):
             board_group(event.board_id), {"type": "board.event", "event": event.as_message()}
         )
     except Exception:
-        # The row is already committed: a client that missed this message
-        # replays it from the log when it reconnects.
-        logger.warning("Could not broadcast event %s", event.pk, exc_info=True)
+        # The row is already committed: open pages get it from their poll of
+        # the log, and a page that reconnects replays it.
+        if _layer_down:
+            logger.debug("Could not broadcast event %s", event.pk, exc_info=True)
+        else:
+            logger.warning("Could not broadcast event %s; the channel layer is down", event.pk, exc_info=True)
+        _layer_down = True
+    else:
+        if _layer_down:
+            logger.warning("Broadcasting again from event %s", event.pk)
+        _layer_down = False
 
 
 def event_emit(*, board, type, entity, payload=None, actor=None):

@@ -199,3 +199,31 @@ def test_a_message_on_the_layer_that_is_not_a_board_event_is_ignored(board, bob,
         await communicator.disconnect()
 
     run(scenario)
+
+
+class BroadcastsFailWhileDown(InMemoryChannelLayer):
+    """A channel layer whose sends fail until a test brings it back."""
+
+    down = True
+
+    async def group_send(self, group, message):
+        if self.down:
+            raise ConnectionError("the channel layer is down")
+        await super().group_send(group, message)
+
+
+def test_writes_while_the_layer_is_down_log_one_warning_not_one_per_event(board, alice, settings, caplog, monkeypatch):
+    from board import events
+    from board.services import ticket_create
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": f"{__name__}.BroadcastsFailWhileDown"}}
+    monkeypatch.setattr(events, "_layer_down", False)
+    with caplog.at_level(logging.DEBUG, logger="board.events"):
+        for number in range(3):
+            ticket_create(board=board, title=f"While down {number}", actor=alice)
+        warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        assert len(warnings) == 1 and warnings[0].endswith("the channel layer is down")
+        get_channel_layer().down = False
+        ticket_create(board=board, title="Back", actor=alice)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2 and warnings[1].startswith("Broadcasting again from event")
