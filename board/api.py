@@ -234,16 +234,13 @@ Capability = Annotated[
 Capabilities = Annotated[list[Capability], Field(max_length=50)]
 
 
-def _phase_key(value):
-    if not re.fullmatch(PHASE_ID_PATTERN, value):
-        raise ValueError(f"{value!r} is not a phase key: a letter, then letters, digits or _ (e.g. PHASE_TESTING).")
-    return value
+def _in_alphabet(pattern, what):
+    def check(value):
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"{value!r} is not {what}.")
+        return value
 
-
-def _slug(value):
-    if not re.fullmatch(SLUG_PATTERN, value):
-        raise ValueError(f"{value!r} is not a board slug: letters, digits, - and _ only.")
-    return value
+    return check
 
 
 PhaseKey = Annotated[
@@ -254,10 +251,14 @@ PhaseKey = Annotated[
         json_schema_extra={"pattern": PHASE_ID_PATTERN},
         description="The key of a phase of the workflow, e.g. PHASE_TESTING (GET /phases lists them).",
     ),
-    AfterValidator(_phase_key),
+    AfterValidator(
+        _in_alphabet(PHASE_ID_PATTERN, "a phase key: a letter, then letters, digits or _ (e.g. PHASE_TESTING)")
+    ),
 ]
 BoardSlug = Annotated[
-    str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": SLUG_PATTERN}), AfterValidator(_slug)
+    str,
+    Field(min_length=1, max_length=100, json_schema_extra={"pattern": SLUG_PATTERN}),
+    AfterValidator(_in_alphabet(SLUG_PATTERN, "a board slug: letters, digits, - and _ only")),
 ]
 AnyJSON = Annotated[
     Any,

@@ -5,12 +5,13 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from board.models import Board
-from board.services import ticket_create
+from board.services import agent_create, ticket_create
 from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
 from phases.models import Workflow
 from phases.services import workflow_load
 from phases.workflow_files import read_workflow_file
 
+from .agent_api import AgentClient
 from .workflow_samples import WITH_REVIEW, load
 
 
@@ -82,3 +83,15 @@ def review_board(alice):
     for title in ("First", "Second"):
         ticket_create(board=board, title=title, actor=alice, phase="PHASE_REVIEW")
     return board
+
+
+@pytest.fixture
+def builder(board, alice):
+    """Builder, an agent on Alice's board: (agent, token). Modules that need it capable override this."""
+    return agent_create(name="builder", boards=[board], actor=alice)
+
+
+@pytest.fixture
+def api(client, builder):
+    """The agent API as Builder calls it."""
+    return AgentClient(client, builder[1])

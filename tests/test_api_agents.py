@@ -16,11 +16,6 @@ def builder(board, alice):
     return agent_create(name="builder", boards=[board], actor=alice, capabilities=["python"])
 
 
-@pytest.fixture
-def api(client, builder):
-    return AgentClient(client, builder[1])
-
-
 def test_me_describes_the_calling_agent(api, builder):
     agent = builder[0]
     response = api.get("/agents/me")

@@ -37,16 +37,6 @@ CARD_FIELDS = {
 
 
 @pytest.fixture
-def builder(board, alice):
-    return agent_create(name="builder", boards=[board], actor=alice)
-
-
-@pytest.fixture
-def api(client, builder):
-    return AgentClient(client, builder[1])
-
-
-@pytest.fixture
 def charlies_board(workflow, charlie):
     board = Board.objects.create(name="Charlie's board", slug="charlies-board", workflow=workflow)
     board.members.add(charlie)

@@ -13,17 +13,12 @@ from asgiref.sync import async_to_sync
 from board import middleware
 from board.middleware import ApiBodyGuard
 from board.models import Ticket
-from board.services import agent_authenticate, agent_create, agent_revoke
+from board.services import agent_authenticate, agent_revoke
 from omoi_site.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHUNK = 8192
-
-
-@pytest.fixture
-def builder(board, alice):
-    return agent_create(name="builder", boards=[board], actor=alice)
 
 
 class EndlessBody:

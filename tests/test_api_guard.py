@@ -20,16 +20,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def builder(board, alice):
-    return agent_create(name="builder", boards=[board], actor=alice)
-
-
-@pytest.fixture
-def api(client, builder):
-    return AgentClient(client, builder[1])
-
-
-@pytest.fixture
 def ticket(board, alice):
     return ticket_create(board=board, title="Single sign-on", actor=alice, phase="PHASE_IMPLEMENTATION")
 

@@ -37,16 +37,6 @@ PHASE_FIELDS = {
 
 
 @pytest.fixture
-def builder(board, alice):
-    return agent_create(name="builder", boards=[board], actor=alice)
-
-
-@pytest.fixture
-def api(client, builder):
-    return AgentClient(client, builder[1])
-
-
-@pytest.fixture
 def small_board(charlie):
     """Charlie's board on the SMALL workflow, which Alice's agents are not on."""
     board = Board.objects.create(name="Small board", slug="small-board", workflow=load(SMALL).workflow)

@@ -26,11 +26,6 @@ def builder(board, alice):
 
 
 @pytest.fixture
-def api(client, builder):
-    return AgentClient(client, builder[1])
-
-
-@pytest.fixture
 def task(ticket, alice):
     return task_create(ticket=ticket, title="Write the code", actor=alice, description="Use <b>the</b> design.")
 

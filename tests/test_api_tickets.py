@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from board.models import Board, Event, PhaseHistory, Ticket, TicketComment
-from board.services import agent_create, agent_revoke, task_claim, task_create, ticket_comment, ticket_create
+from board.services import agent_revoke, task_claim, task_create, ticket_comment, ticket_create
 
 from .agent_api import AgentClient, messages_of, row_counts
 
@@ -26,16 +26,6 @@ TICKET_FIELDS = {
 }
 # Text an agent may send that a careless page would run, mangle or trim: it must come back as sent.
 AWKWARD_TEXT = "<script>alert('x')</script> & <b>bold</b>\n\ttabbed “quotes” — 日本語 😀 \\u0000 literally"
-
-
-@pytest.fixture
-def builder(board, alice):
-    return agent_create(name="builder", boards=[board], actor=alice)
-
-
-@pytest.fixture
-def api(client, builder):
-    return AgentClient(client, builder[1])
 
 
 @pytest.fixture

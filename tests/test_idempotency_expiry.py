@@ -8,21 +8,9 @@ from django.utils import timezone
 
 from board import middleware
 from board.models import IdempotencyRecord, Task
-from board.services import agent_create, idempotency_prune, ticket_create
-
-from .agent_api import AgentClient
+from board.services import idempotency_prune, ticket_create
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def builder(board, alice):
-    return agent_create(name="builder", boards=[board], actor=alice)
-
-
-@pytest.fixture
-def api(client, builder):
-    return AgentClient(client, builder[1])
 
 
 @pytest.fixture
