@@ -153,7 +153,11 @@ if os.environ.get("REDIS_URL"):
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # channels-redis waits up to 5 s for each message; redis-py 8 gives sockets a 5 s read
             # timeout by default, which would cut every idle websocket. Allow the wait to finish.
-            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 15}]},
+            # A Redis host that does not answer at all must not hold every write for the system's
+            # TCP timeout: events reach pages through the database poll meanwhile.
+            "CONFIG": {
+                "hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 15, "socket_connect_timeout": 2}]
+            },
         }
     }
 else:
