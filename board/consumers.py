@@ -14,8 +14,9 @@ client → server
 Who may listen: a logged-in member of the board (staff: any board), through
 the session cookie; or an agent on the board, through its API token in the
 handshake header `Authorization: Bearer <token>` (the header, when present,
-decides alone, whatever cookie comes with it). Every handshake, an agent's
-too, must carry an `Origin` header naming this site (ALLOWED_HOSTS).
+decides alone, whatever cookie comes with it). A cookie handshake must carry
+an `Origin` header naming this site (ALLOWED_HOSTS); an agent's needs none
+(board.middleware.OriginCheckedUnlessBearer).
 
 A refused connection is accepted and then closed with 4401 (not logged in,
 or a bad or revoked token) or 4404 (no such board, or not a member, or an
@@ -62,6 +63,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from .events import board_group
+from .middleware import bearer_token
 from .models import Agent, Board, Event
 from .services import agent_authenticate
 
@@ -320,8 +322,7 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         """The token of an `Authorization` header ("" when it is not a bearer token), or None without one."""
         for name, value in self.scope.get("headers", []):
             if name.lower() == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                return token.strip() if scheme.lower() == "bearer" else ""
+                return bearer_token(value.decode("latin-1")) or ""
         return None
 
     def after_from_query_string(self):

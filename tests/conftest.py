@@ -95,3 +95,9 @@ def builder(board, alice):
 def api(client, builder):
     """The agent API as Builder calls it."""
     return AgentClient(client, builder[1])
+
+
+@pytest.fixture
+def fast_poll(settings):
+    """Live sockets poll the event log (and re-check access) every 50 ms instead of every second."""
+    settings.OMOI_LIVE_POLL_SECONDS = 0.05

@@ -52,11 +52,6 @@ def broadcasts_only(settings):
     settings.OMOI_LIVE_POLL_SECONDS = 3600
 
 
-@pytest.fixture
-def fast_poll(settings):
-    settings.OMOI_LIVE_POLL_SECONDS = 0.05
-
-
 def run(coroutine_function):
     async_to_sync(coroutine_function)()
 

@@ -29,13 +29,8 @@ from .test_board_consumer import (
     run,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_poll(settings):
-    # Access is re-checked on every poll: here one comes every 50 ms.
-    settings.OMOI_LIVE_POLL_SECONDS = 0.05
+# Access is re-checked on every poll: here one comes every 50 ms.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
 
 
 def lose_membership(board, user, client):

@@ -41,11 +41,23 @@ def test_envlist_splits_on_commas(monkeypatch):
     assert envlist("OMOI_HOSTS", "") == ["a.example", "b.example"]
 
 
+def run_with(arguments, **env):
+    """Python with `arguments` in a new process, on the default settings with `env` on top."""
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "omoi_site.settings", "DATABASE_URL": "", "REDIS_URL": "", **env}
+    return subprocess.run([sys.executable, *arguments], env=environ, capture_output=True, text=True, timeout=120)
+
+
+def printed_settings(expression, **env):
+    """What `expression` (over `settings`) prints in a new process started with `env`."""
+    return run_with(
+        ["-c", f"import django; django.setup(); from django.conf import settings; print({expression})"], **env
+    )
+
+
 def settings_with(**env):
-    code = "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'], settings.CHANNEL_LAYERS['default']['BACKEND'])"
-    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "omoi_site.settings", "DATABASE_URL": "", "REDIS_URL": ""}
-    environ.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+    return printed_settings(
+        "settings.DATABASES['default']['ENGINE'], settings.CHANNEL_LAYERS['default']['BACKEND']", **env
+    )
 
 
 def test_the_defaults_are_sqlite_and_the_in_memory_layer():
@@ -71,13 +83,10 @@ def test_a_bad_value_stops_the_start_up():
 
 
 def test_redis_sockets_outlast_the_channel_layers_wait():
-    code = (
-        "import django; django.setup(); from django.conf import settings;"
-        "host = settings.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0];"
-        "print(host['socket_timeout'], host['socket_connect_timeout'])"
+    host = "settings.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]"
+    result = printed_settings(
+        f"{host}['socket_timeout'], {host}['socket_connect_timeout']", REDIS_URL="redis://127.0.0.1:6379/0"
     )
-    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "omoi_site.settings", "REDIS_URL": "redis://127.0.0.1:6379/0"}
-    result = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
     read, connect = (float(value) for value in result.stdout.split())
     # channels-redis blocks up to 5 s reading a channel; a shorter socket timeout drops idle websockets.
     assert read > 5
@@ -100,10 +109,7 @@ PRODUCTION = {
 
 
 def deploy_check(**env):
-    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "omoi_site.settings", "DATABASE_URL": "", "REDIS_URL": ""}
-    environ.update(env)
-    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
-    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+    return run_with(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **env)
 
 
 def test_the_production_settings_pass_the_deploy_check():
@@ -120,13 +126,7 @@ def test_the_deploy_check_catches_each_https_setting_left_out():
 
 
 def test_the_proxy_header_is_read_as_a_header_and_a_value():
-    code = "import django; django.setup(); from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"
-    environ = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "omoi_site.settings",
-        "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto: https",
-    }
-    result = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+    result = printed_settings("settings.SECURE_PROXY_SSL_HEADER", SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https")
     assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')"
     result = settings_with(SECURE_PROXY_SSL_HEADER="https")
     assert result.returncode != 0
