@@ -11,9 +11,10 @@ from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.utils.html import format_html
 
-from .forms import TicketAddForm, TicketChangeForm
+from .errors import Refused
+from .forms import TicketAddForm, TicketChangeForm, add_refusal
 from .models import Agent, Board, Event, PhaseHistory, Task, Ticket, TicketComment
-from .services import TransitionRefused, agent_create, agent_revoke, agent_update
+from .services import agent_create, agent_revoke, agent_update
 
 
 class ReadOnlyAdminMixin:
@@ -146,11 +147,8 @@ class AgentAddForm(forms.ModelForm):
                 agent_type=data["agent_type"],
                 actor=self.actor,
             )
-        except TransitionRefused as exc:
-            self.add_error("phase", str(exc))
-        except ValidationError as exc:
-            for field, errors in exc.update_error_dict({}).items():
-                self.add_error(field if field in self.fields else None, errors)
+        except (Refused, ValidationError) as exc:
+            add_refusal(self, exc)
 
 
 class AgentChangeForm(forms.ModelForm):
@@ -188,9 +186,8 @@ class AgentChangeForm(forms.ModelForm):
                 agent_type=data["agent_type"],
                 phase=data["phase"],
             )
-        except ValidationError as exc:
-            for field, errors in exc.update_error_dict({}).items():
-                self.add_error(field if field in self.fields else None, errors)
+        except (Refused, ValidationError) as exc:
+            add_refusal(self, exc)
 
 
 @admin.register(Agent)

@@ -6,11 +6,25 @@ from django.db import transaction
 
 from phases.models import Phase
 
+from .errors import Refused
 from .models import Priority, Ticket
 from .selectors import BoardFilters
-from .services import TransitionRefused, ticket_create, ticket_transition, ticket_update
+from .services import ticket_create, ticket_transition, ticket_update
 
 EDITABLE_FIELDS = ("title", "description", "priority", "is_blocked", "blocked_reason")
+
+
+def add_refusal(form, exc):
+    """Show a service's refusal on `form`: invalid values on their fields, a refusal of the whole change on the form.
+
+    The one translation of service errors for pages and forms (the API has its
+    own, in `board.api.errors`).
+    """
+    if isinstance(exc, Refused):
+        form.add_error(None, str(exc))
+        return
+    for field, errors in exc.update_error_dict({}).items():
+        form.add_error(field if field in form.fields else None, errors)
 
 
 class ServiceForm(forms.ModelForm):
@@ -28,11 +42,8 @@ class ServiceForm(forms.ModelForm):
             return
         try:
             self.instance = self.call_service(self.cleaned_data)
-        except TransitionRefused as exc:
-            self.add_error(None, str(exc))
-        except ValidationError as exc:
-            for field, errors in exc.update_error_dict({}).items():
-                self.add_error(field if field in self.fields else None, errors)
+        except (Refused, ValidationError) as exc:
+            add_refusal(self, exc)
 
     def call_service(self, data):
         raise NotImplementedError

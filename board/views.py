@@ -20,10 +20,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from phases.models import Phase
 
+from .errors import Refused
 from .forms import BoardFilterForm, MoveForm, TicketCreateForm, TicketEditForm
 from .models import Board, Event, PhaseHistory, Task, Ticket
 from .selectors import LANE_ORDER, board_columns, column_cards_after, move_options
-from .services import TransitionRefused, ticket_move
+from .services import ticket_move
 
 FILTER_FIELDS = ("priority", "phase", "q", "blocked", "lanes")
 
@@ -251,8 +252,8 @@ def ticket_move_view(request, slug, pk):
                         reason=data["reason"],
                         force=data["force"],
                     )
-                except TransitionRefused as exc:
-                    status, outcome = 409, str(exc)
+                except Refused as exc:
+                    status, outcome = exc.status, str(exc)
                     refused = {"column": target_key, "previous": previous_id or "", "next": next_id or ""}
                 except ValidationError as exc:
                     status, outcome = 422, " ".join(exc.messages)

@@ -10,28 +10,25 @@ from typing import Any, Literal
 
 from django.db.models import Prefetch
 from ninja import Field, Query, Router, Schema, Status
-from ninja.errors import HttpError
 
 from board.api import (
     AnyJSON,
     BoardSlug,
     Capabilities,
-    NotFound,
     PhaseKey,
     PriorityName,
     RequiredText,
     TaskOut,
     Text,
     TitleOrDefault,
-    agent_board,
-    agent_task,
-    agent_ticket,
 )
+from board.errors import NotFound
 from board.models import Task
+from board.selectors import agent_board, agent_task, agent_ticket
 
 from .graph import workflow_graph
 from .models import Discovery
-from .services import DiscoveryStateError, discovery_branch, discovery_record, discovery_resolve
+from .services import discovery_branch, discovery_record, discovery_resolve
 
 router = Router(tags=["discoveries"])
 
@@ -184,7 +181,7 @@ class GraphOut(Schema):
 
 
 @router.post("/record", response={201: DiscoveryOut}, summary="Record a discovery without branching the work")
-def discovery_new(request, payload: RecordIn):
+def record_discovery(request, payload: RecordIn):
     source = agent_task(request.auth, payload.source_task_id)
     discovery = discovery_record(
         source_task=source,
@@ -198,7 +195,7 @@ def discovery_new(request, payload: RecordIn):
 
 
 @router.post("/branch", response={201: BranchOut}, summary="Record a discovery and spawn one task for it, in any phase")
-def discovery_spawn(request, payload: BranchIn):
+def branch_discovery(request, payload: BranchIn):
     source = agent_task(request.auth, payload.source_task_id)
     discovery, task = discovery_branch(
         source_task=source,
@@ -224,17 +221,14 @@ def discovery_spawn(request, payload: BranchIn):
 
 
 @router.post("/{int:discovery_id}/resolve", response=DiscoveryOut, summary="Close a discovery as resolved or invalid")
-def discovery_close(request, discovery_id: int, payload: ResolveIn):
+def resolve_discovery(request, discovery_id: int, payload: ResolveIn):
     discovery = agent_discovery(request.auth, discovery_id)
-    try:
-        discovery_resolve(discovery=discovery, status=payload.status, reason=payload.reason, actor=request.auth)
-    except DiscoveryStateError as exc:
-        raise HttpError(409, str(exc)) from None
+    discovery_resolve(discovery=discovery, status=payload.status, reason=payload.reason, actor=request.auth)
     return DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery_id))
 
 
 @router.get("", response=DiscoveryPage, summary="Discoveries on the agent's boards, oldest first")
-def discovery_list(request, filters: Query[DiscoveryFilters]):
+def list_discoveries(request, filters: Query[DiscoveryFilters]):
     found = _discoveries_of(request.auth)
     if filters.board:
         found = found.filter(source_task__ticket__board=agent_board(request.auth, filters.board))
@@ -260,7 +254,7 @@ def discovery_list(request, filters: Query[DiscoveryFilters]):
 
 
 @router.get("/{int:discovery_id}", response=DiscoveryOut, summary="A discovery")
-def discovery_get(request, discovery_id: int):
+def get_discovery(request, discovery_id: int):
     return DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery_id))
 
 

@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from board.errors import Refused
 from board.events import actor_label, actor_user, event_emit
 from board.models import Agent, Board, Priority, Task
 from board.services import task_create
@@ -21,7 +22,7 @@ METADATA_MAX_DEPTH = 32
 SUMMARY_LENGTH = 200
 
 
-class DiscoveryStateError(Exception):
+class DiscoveryStateError(Refused):
     """A change the discovery's resolution status does not allow; the message says why."""
 
 

@@ -24,11 +24,11 @@ api = OmoiAPI(
 )
 board_api.install_error_handlers(api)
 
-api.add_router("/agents", board_api.agents)
-api.add_router("/tasks", board_api.tasks)
-api.add_router("/tickets", board_api.tickets)
-api.add_router("/phases", board_api.phases)
-api.add_router("/boards", board_api.boards)
+api.add_router("/agents", board_api.agents.router)
+api.add_router("/tasks", board_api.tasks.router)
+api.add_router("/tickets", board_api.tickets.router)
+api.add_router("/phases", board_api.phases.router)
+api.add_router("/boards", board_api.boards.router)
 api.add_router("/discoveries", discoveries_api.router)
 
 

@@ -290,7 +290,7 @@ def test_a_call_that_crashed_is_not_remembered_and_may_be_retried(api, task, mon
     def crash(**kwargs):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr("board.api.task_claim", crash)
+    monkeypatch.setattr("board.api.tasks.task_claim", crash)
     api.client.raise_request_exception = False
     assert api.post("/tasks/next", {}, key="crashy").status_code == 500
     assert not IdempotencyRecord.objects.exists()

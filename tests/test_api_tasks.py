@@ -133,7 +133,7 @@ def test_next_on_a_board_the_agent_is_not_on_is_not_found(api, charlies_board):
 
 def test_a_claim_the_service_forbids_is_answered_403(api, charlies_board, monkeypatch):
     # Should a lookup ever hand task_claim a board the agent is not on, its PermissionDenied becomes a 403.
-    monkeypatch.setattr("board.api.agent_board", lambda agent, slug: charlies_board)
+    monkeypatch.setattr("board.api.tasks.agent_board", lambda agent, slug: charlies_board)
     response = api.post("/tasks/next", {"board": "charlies-board"})
     assert response.status_code == 403
     assert response.json() == {"detail": "Agent builder is not on board charlies-board."}

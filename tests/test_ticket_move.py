@@ -8,9 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from board import services
 from board.models import Board, Event, Ticket
-from board.services import POSITION_GAP, TransitionRefused, ticket_create, ticket_move, ticket_transition
+from board.services import POSITION_GAP, TransitionRefused, ticket_create, ticket_move, ticket_transition, tickets
 from phases.models import BoardColumn
 
 pytestmark = pytest.mark.django_db
@@ -248,7 +247,7 @@ def test_a_move_takes_a_fixed_number_of_queries(make, bob, column):
 def test_two_drops_into_the_last_place_cannot_both_succeed(board, alice, workflow, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("row locks need PostgreSQL")
-    check = services._wip_check
+    check = tickets._wip_check
 
     def slow_check(**kwargs):
         # Hold the transaction open after counting, so unlocked drops would all count 7.
@@ -256,7 +255,7 @@ def test_two_drops_into_the_last_place_cannot_both_succeed(board, alice, workflo
         time.sleep(0.2)
         return result
 
-    monkeypatch.setattr(services, "_wip_check", slow_check)
+    monkeypatch.setattr(tickets, "_wip_check", slow_check)
     testing = BoardColumn.objects.get(workflow=workflow, key="testing")
     for number in range(7):
         ticket_create(board=board, title=f"Test {number}", actor=alice, phase="PHASE_TESTING")

@@ -11,9 +11,8 @@ import time
 import pytest
 from django.db import connection, connections
 
-from board import services
 from board.models import Ticket
-from board.services import TransitionRefused, ticket_create, ticket_move
+from board.services import TransitionRefused, ordering, ticket_create, ticket_move
 from phases.models import BoardColumn
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -59,13 +58,13 @@ def crowd(board, alice, phase, count):
 @pytest.fixture
 def slow_renumber(monkeypatch):
     """Hold the column a little longer before renumbering, so every racer is waiting somewhere by then."""
-    renumber = services._renumber
+    renumber = ordering.renumber
 
     def slow(*args, **kwargs):
         time.sleep(0.1)
         return renumber(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_renumber", slow)
+    monkeypatch.setattr(ordering, "renumber", slow)
 
 
 @pytest.mark.parametrize("racers", [2, 6])

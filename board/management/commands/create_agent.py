@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from board.models import Board
-from board.services import TransitionRefused, agent_create
+from board.services import agent_create
 
 ACTOR = "create_agent"
 
@@ -36,8 +36,6 @@ class Command(BaseCommand):
                 agent_type=agent_type,
                 actor=ACTOR,
             )
-        except TransitionRefused as exc:  # an unknown phase key
-            raise CommandError(str(exc)) from None
         except ValidationError as exc:
             raise CommandError(describe(exc)) from None
 

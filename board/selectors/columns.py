@@ -7,7 +7,7 @@ from django.db.models.functions import RowNumber
 
 from phases.models import BoardColumn, Phase
 
-from .models import Priority, Task, Ticket
+from ..models import Priority, Task, Ticket
 
 # Cards shown per column before "Load more"; fewer per swimlane, as a column shows four of them.
 PAGE_SIZE = 50

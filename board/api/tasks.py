@@ -1,0 +1,77 @@
+"""Task endpoints: claim the next ready task, create one in any phase, and the holder's start, complete and fail."""
+
+from ninja import Router
+from ninja.responses import Status
+
+from ..selectors import agent_board, agent_task, agent_tasks, agent_ticket
+from ..services import task_claim, task_complete, task_create, task_fail, task_start
+from .schemas import ClaimIn, TaskCompleteIn, TaskCreateIn, TaskFailIn, TaskOut
+
+router = Router(tags=["tasks"])
+
+
+@router.post("/next", response={200: TaskOut, 204: None}, summary="Claim the best ready task")
+def claim_next(request, payload: ClaimIn):
+    board = agent_board(request.auth, payload.board) if payload.board else None
+    task = task_claim(agent=request.auth, board=board)
+    if task is None:
+        return Status(204, None)
+    return TaskOut.from_task(task)
+
+
+@router.post("", response={201: TaskOut}, summary="Create a task in any phase of the ticket's workflow")
+def create_task(request, payload: TaskCreateIn):
+    ticket = agent_ticket(request.auth, payload.ticket_id)
+    dependencies = agent_tasks(request.auth, payload.dependencies, field="dependencies")
+    parent = (
+        agent_tasks(request.auth, [payload.parent_task_id], field="parent_task_id")[0]
+        if payload.parent_task_id
+        else None
+    )
+    task = task_create(
+        ticket=ticket,
+        title=payload.title,
+        actor=request.auth,
+        phase=payload.phase,
+        description=payload.description,
+        task_type=payload.task_type,
+        priority=payload.priority,
+        score=payload.score,
+        dependencies=dependencies,
+        required_capabilities=payload.required_capabilities,
+        parent=parent,
+        max_retries=payload.max_retries,
+        timeout_seconds=payload.timeout_seconds,
+    )
+    return Status(201, TaskOut.from_task(task))
+
+
+@router.get("/{int:task_id}", response=TaskOut, summary="A task")
+def get_task(request, task_id: int):
+    return TaskOut.from_task(agent_task(request.auth, task_id))
+
+
+@router.post("/{int:task_id}/start", response=TaskOut, summary="Start a task the agent holds")
+def start_task(request, task_id: int):
+    task = task_start(task=agent_task(request.auth, task_id), agent=request.auth)
+    return TaskOut.from_task(task)
+
+
+@router.post("/{int:task_id}/complete", response=TaskOut, summary="Complete a task the agent holds")
+def complete_task(request, task_id: int, payload: TaskCompleteIn):
+    task = task_complete(
+        task=agent_task(request.auth, task_id),
+        agent=request.auth,
+        result=payload.result,
+        artifacts=payload.artifacts,
+        completed_criteria=payload.completed_criteria,
+    )
+    return TaskOut.from_task(task)
+
+
+@router.post("/{int:task_id}/fail", response=TaskOut, summary="Report a failure of a task the agent holds")
+def fail_task(request, task_id: int, payload: TaskFailIn):
+    task = task_fail(
+        task=agent_task(request.auth, task_id), agent=request.auth, error=payload.error, retryable=payload.retryable
+    )
+    return TaskOut.from_task(task)

@@ -1,0 +1,80 @@
+"""Ticket endpoints: create, read with tasks, history and comments, move to another phase, comment."""
+
+from django.db.models import Prefetch
+from ninja import Router
+from ninja.responses import Status
+
+from phases.models import Phase
+
+from ..models import PhaseHistory, Task
+from ..selectors import agent_board, agent_ticket
+from ..services import ticket_comment, ticket_create, ticket_transition
+from .schemas import (
+    CommentIn,
+    CommentOut,
+    TaskOut,
+    TicketCreateIn,
+    TicketDetailOut,
+    TicketOut,
+    TransitionIn,
+    ticket_out,
+)
+
+router = Router(tags=["tickets"])
+
+
+@router.post("", response={201: TicketOut}, summary="Create a ticket")
+def create_ticket(request, payload: TicketCreateIn):
+    board = agent_board(request.auth, payload.board)
+    ticket = ticket_create(
+        board=board,
+        title=payload.title,
+        description=payload.description,
+        priority=payload.priority,
+        phase=payload.phase,
+        actor=request.auth,
+    )
+    return Status(201, ticket_out(ticket))
+
+
+@router.get("/{int:ticket_id}", response=TicketDetailOut, summary="A ticket with its tasks, history and comments")
+def get_ticket(request, ticket_id: int):
+    ticket = agent_ticket(request.auth, ticket_id)
+    task_list = list(
+        ticket.tasks.select_related("phase", "assigned_agent")
+        .prefetch_related(Prefetch("dependencies", queryset=Task.objects.only("pk")))
+        .order_by("created_at", "id")
+    )
+    for task in task_list:
+        task.ticket = ticket
+    history = PhaseHistory.objects.filter(ticket=ticket).order_by("created_at", "id")
+    return {
+        **ticket_out(ticket),
+        "tasks": [TaskOut.from_task(task, [dep.pk for dep in task.dependencies.all()]) for task in task_list],
+        "history": [
+            {
+                "from_phase": entry.from_key,
+                "to_phase": entry.to_key,
+                "kind": entry.kind,
+                "reason": entry.reason,
+                "actor": entry.actor,
+                "at": entry.created_at,
+            }
+            for entry in history
+        ],
+        "comments": list(ticket.comments.order_by("created_at", "id")),
+    }
+
+
+@router.post("/{int:ticket_id}/transition", response=TicketOut, summary="Move a ticket to another phase")
+def transition_ticket(request, ticket_id: int, payload: TransitionIn):
+    ticket = agent_ticket(request.auth, ticket_id)
+    moved = ticket_transition(ticket=ticket, to_phase=payload.to_phase, actor=request.auth, reason=payload.reason)
+    moved.phase = Phase.objects.get(pk=moved.phase_id)
+    return ticket_out(moved)
+
+
+@router.post("/{int:ticket_id}/comments", response={201: CommentOut}, summary="Comment on a ticket")
+def comment_on_ticket(request, ticket_id: int, payload: CommentIn):
+    comment = ticket_comment(ticket=agent_ticket(request.auth, ticket_id), body=payload.body, actor=request.auth)
+    return Status(201, comment)

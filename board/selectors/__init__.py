@@ -1,0 +1,29 @@
+"""Reading the board: page queries in a fixed number of queries, and lookups scoped to an agent's boards."""
+
+from .columns import (
+    LANE_ORDER,
+    LANE_PAGE_SIZE,
+    PAGE_SIZE,
+    BoardFilters,
+    ColumnView,
+    board_columns,
+    column_cards_after,
+    move_options,
+)
+from .lookups import agent_board, agent_phase, agent_task, agent_tasks, agent_ticket
+
+__all__ = [
+    "LANE_ORDER",
+    "LANE_PAGE_SIZE",
+    "PAGE_SIZE",
+    "BoardFilters",
+    "ColumnView",
+    "agent_board",
+    "agent_phase",
+    "agent_task",
+    "agent_tasks",
+    "agent_ticket",
+    "board_columns",
+    "column_cards_after",
+    "move_options",
+]

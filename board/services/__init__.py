@@ -1,0 +1,54 @@
+"""Changes to boards, tickets, agents and tasks: each checks its rules, writes its rows and its events in one transaction.
+
+The modules hold one subject each; this package re-exports their public names,
+so callers import from `board.services`.
+"""
+
+from ..errors import TaskStateError, TransitionRefused
+from .agents import (
+    TOKEN_PREFIX,
+    agent_authenticate,
+    agent_create,
+    agent_heartbeat,
+    agent_revoke,
+    agent_update,
+    idempotency_prune,
+    token_hash,
+)
+from .ordering import POSITION_GAP
+from .tasks import (
+    PRIORITY_SCORE,
+    task_claim,
+    task_complete,
+    task_create,
+    task_fail,
+    task_release,
+    task_start,
+)
+from .tickets import ticket_comment, ticket_create, ticket_move, ticket_transition, ticket_update
+
+__all__ = [
+    "POSITION_GAP",
+    "PRIORITY_SCORE",
+    "TOKEN_PREFIX",
+    "TaskStateError",
+    "TransitionRefused",
+    "agent_authenticate",
+    "agent_create",
+    "agent_heartbeat",
+    "agent_revoke",
+    "agent_update",
+    "idempotency_prune",
+    "task_claim",
+    "task_complete",
+    "task_create",
+    "task_fail",
+    "task_release",
+    "task_start",
+    "ticket_comment",
+    "ticket_create",
+    "ticket_move",
+    "ticket_transition",
+    "ticket_update",
+    "token_hash",
+]

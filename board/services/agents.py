@@ -1,0 +1,155 @@
+"""Agents and their tokens: register, authenticate, revoke, what staff trust them with, heartbeats."""
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from phases.models import Phase
+
+from ..errors import TransitionRefused
+from ..events import actor_user, event_emit
+from ..models import Agent, IdempotencyRecord, Task
+from .inputs import clean_capabilities, clean_text, resolve_phase
+from .tasks import task_release
+
+TOKEN_PREFIX = "omoi_"
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_type="worker"):
+    """Register an agent on `boards`; returns (agent, token). The token is shown once and stored hashed."""
+    name = clean_text(name, field="name", max_length=100, required=True)
+    if Agent.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"An agent named {name!r} already exists."})
+    # Events lock their board row: several boards are always locked in id order, so two calls never cross.
+    boards = sorted(boards, key=lambda board: board.pk)
+    if not boards:
+        raise ValidationError({"boards": "An agent works on at least one board."})
+    if phase is not None and not isinstance(phase, Phase):
+        try:
+            phase = resolve_phase(boards[0].workflow, phase)
+        except TransitionRefused as exc:
+            raise ValidationError({"phase": str(exc)}) from None
+    if phase is not None and any(board.workflow_id != phase.workflow_id for board in boards):
+        raise ValidationError({"phase": f"Phase {phase.key} is not in the workflow of every board given."})
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    agent = Agent.objects.create(
+        name=name,
+        agent_type=clean_text(agent_type, field="agent_type", max_length=50) or "worker",
+        phase=phase,
+        capabilities=clean_capabilities(capabilities),
+        token_hash=token_hash(token),
+        token_prefix=token[: len(TOKEN_PREFIX) + 6],
+    )
+    agent.boards.set(boards)
+    for board in boards:
+        event_emit(
+            board=board,
+            type="agent.registered",
+            entity=agent,
+            payload={"name": agent.name, "phase": phase.key if phase else None, "capabilities": agent.capabilities},
+            actor=actor,
+        )
+    return agent, token
+
+
+def idempotency_prune(*, now=None, batch=1000):
+    """Delete up to `batch` Idempotency-Key records older than OMOI_IDEMPOTENCY_TTL, oldest first; return how many.
+
+    A retry after that long is a new request. Fewer than `batch` deleted means
+    nothing is left to prune.
+    """
+    expired = (now or timezone.now()) - settings.OMOI_IDEMPOTENCY_TTL
+    oldest = IdempotencyRecord.objects.filter(created_at__lt=expired).order_by("created_at")
+    ids = list(oldest.values_list("pk", flat=True)[:batch])
+    return IdempotencyRecord.objects.filter(pk__in=ids).delete()[0] if ids else 0
+
+
+def agent_authenticate(token):
+    """The agent holding `token`, or None when it is unknown or revoked."""
+    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    return Agent.objects.filter(token_hash=token_hash(token), revoked_at__isnull=True).first()
+
+
+@transaction.atomic
+def agent_revoke(*, agent, actor):
+    """Stop the agent's token from working, at once; its tasks in hand go back to the queue."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.revoked_at is None:
+        agent.revoked_at = timezone.now()
+        agent.status = Agent.Status.OFFLINE
+        agent.save(update_fields=["revoked_at", "status"])
+        in_hand = Task.objects.filter(assigned_agent=agent, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING])
+        # Board rows are locked by the events in id order, as everywhere.
+        for task in in_hand.select_related("ticket__board", "phase").order_by("ticket__board_id", "pk"):
+            task_release(task, actor=actor, reason=f"Agent {agent.name} was revoked.")
+    return agent
+
+
+_UNCHANGED = object()
+
+
+@transaction.atomic
+def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNCHANGED):
+    """Staff change what an agent is trusted with: its capabilities, type and phase (None: any phase).
+
+    Capabilities gate which tasks an agent may claim, so an agent never sets
+    its own: it reports only its status and heartbeat (`agent_heartbeat`).
+    """
+    user = actor_user(actor)
+    if isinstance(actor, Agent) or (user is not None and not user.is_staff):
+        raise PermissionDenied(f"Only staff may change agent {agent.name}'s capabilities, type or phase.")
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.is_revoked:
+        raise ValidationError(f"Agent {agent.name} is revoked; register a new agent instead.")
+    boards = list(agent.boards.select_related("workflow").order_by("pk"))
+    changes = {}
+    if capabilities is not None:
+        changes["capabilities"] = clean_capabilities(capabilities)
+    if agent_type is not None:
+        changes["agent_type"] = clean_text(agent_type, field="agent_type", max_length=50, required=True)
+    if phase is not _UNCHANGED:
+        if phase is not None and not isinstance(phase, Phase):
+            try:
+                phase = resolve_phase(boards[0].workflow, phase) if boards else None
+            except TransitionRefused as exc:
+                raise ValidationError({"phase": str(exc)}) from None
+        if phase is not None and any(board.workflow_id != phase.workflow_id for board in boards):
+            raise ValidationError(
+                {"phase": f"Phase {phase.key} is not in the workflow of every board of {agent.name}."}
+            )
+        changes["phase"] = phase
+    diff = {name: value for name, value in changes.items() if getattr(agent, name) != value}
+    if not diff:
+        return agent
+    for name, value in diff.items():
+        setattr(agent, name, value)
+    agent.save(update_fields=list(diff))
+    payload = {name: (value.key if isinstance(value, Phase) else value) for name, value in diff.items()}
+    for board in boards:
+        event_emit(board=board, type="agent.updated", entity=agent, payload=payload, actor=actor)
+    return agent
+
+
+def agent_heartbeat(*, agent, status=None):
+    """Record that the agent is alive (one conditional update, no lock)."""
+    changes = {"last_heartbeat": timezone.now()}
+    if status is not None:
+        if status not in Agent.Status.values:
+            raise ValidationError(
+                {"status": f"Unknown status {status!r}; use one of {', '.join(Agent.Status.values)}."}
+            )
+        changes["status"] = status
+    Agent.objects.filter(pk=agent.pk).update(**changes)
+    for name, value in changes.items():
+        setattr(agent, name, value)
+    return agent

@@ -1,0 +1,310 @@
+"""Tickets: create, edit, comment, and the one path every move and phase change takes (WIP limits included)."""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+
+from phases.models import BoardColumn, Phase
+
+from ..errors import TransitionRefused
+from ..events import actor_label, actor_user, event_emit
+from ..models import PhaseHistory, Priority, Ticket, TicketComment
+from .inputs import clean_priority, clean_text, resolve_phase
+from .ordering import position_after_last, position_between
+
+
+@transaction.atomic
+def ticket_create(*, board, title, actor, description="", priority=Priority.MEDIUM, phase=None):
+    """Create a ticket at the end of its column, in `phase` or the workflow's first phase."""
+    title = clean_text(title, field="title", max_length=200, required=True)
+    priority = clean_priority(priority)
+    if phase is None:
+        phase = board.workflow.phases.in_order().first()
+        if phase is None:
+            raise ValidationError({"phase": f"Workflow {board.workflow.name} has no phases."})
+    else:
+        try:
+            phase = resolve_phase(board.workflow, phase)
+        except TransitionRefused as exc:
+            raise ValidationError({"phase": str(exc)}) from None
+
+    column = _column_of(phase)
+    try:
+        _wip_check(board_id=board.pk, column=column, force=False, forcing_allowed=None)
+    except TransitionRefused as exc:
+        raise ValidationError({"phase": str(exc)}) from None
+    ticket = Ticket.objects.create(
+        board=board,
+        title=title,
+        description=description or "",
+        priority=priority,
+        phase=phase,
+        position=position_after_last(board_id=board.pk, column_phase_ids=_phase_ids(column, phase)),
+        created_by=actor_user(actor),
+    )
+    PhaseHistory.objects.create(
+        ticket=ticket,
+        to_phase=phase,
+        to_key=phase.key,
+        reason="Ticket created",
+        actor=actor_label(actor),
+        user=actor_user(actor),
+    )
+    event_emit(
+        board=board,
+        type="ticket.created",
+        entity=ticket,
+        payload={"title": ticket.title, "priority": ticket.priority, "phase": phase.key, "position": ticket.position},
+        actor=actor,
+    )
+    return ticket
+
+
+@transaction.atomic
+def ticket_update(*, ticket, actor, **changes):
+    """Change a ticket's title, description, priority or blocked state; phases change only by transition."""
+    editable = {"title", "description", "priority", "is_blocked", "blocked_reason"}
+    unknown = set(changes) - editable
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be changed here."))
+    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+
+    if "title" in changes:
+        changes["title"] = clean_text(changes["title"], field="title", max_length=200, required=True)
+    if "priority" in changes:
+        changes["priority"] = clean_priority(changes["priority"])
+    if "description" in changes:
+        changes["description"] = changes["description"] or ""
+    blocked = changes.get("is_blocked", ticket.is_blocked)
+    if "blocked_reason" in changes or "is_blocked" in changes:
+        reason = clean_text(changes.get("blocked_reason", ticket.blocked_reason), field="blocked_reason")
+        if blocked and not reason:
+            raise ValidationError({"blocked_reason": "Say what blocks the ticket."})
+        changes["blocked_reason"] = reason if blocked else ""
+
+    diff = {name: [getattr(ticket, name), value] for name, value in changes.items() if getattr(ticket, name) != value}
+    if not diff:
+        return ticket
+    for name, (_, value) in diff.items():
+        setattr(ticket, name, value)
+    ticket.version += 1
+    ticket.save(update_fields=[*diff, "version", "updated_at"])
+    event_emit(
+        board=ticket.board,
+        type="ticket.updated",
+        entity=ticket,
+        payload={"changes": diff, "phase": ticket.phase.key, "version": ticket.version},
+        actor=actor,
+    )
+    return ticket
+
+
+def _column_of(phase):
+    """The board column showing `phase` (None when a hand-edited workflow left it out), locked for the move.
+
+    Locking the column row serialises every move into it, so the WIP count
+    read below cannot be overtaken by a concurrent drop.
+    """
+    return BoardColumn.objects.select_for_update().filter(phases=phase).first()
+
+
+def _phase_ids(column, phase):
+    return list(column.phases.values_list("pk", flat=True)) if column else [phase.pk]
+
+
+def _wip_check(*, board_id, column, force, forcing_allowed):
+    """Refuse entering a full `block` column unless forced; describe the WIP state for the event."""
+    if column is None or column.wip_limit is None:
+        return None
+    count = Ticket.objects.filter(board_id=board_id, phase__columns=column).count()
+    wip = {"column": column.key, "count": count + 1, "limit": column.wip_limit, "policy": column.wip_policy}
+    if count < column.wip_limit:
+        return wip
+    if column.wip_policy == BoardColumn.WipPolicy.BLOCK:
+        if not force:
+            raise TransitionRefused(f"{column.name} is full ({count}/{column.wip_limit}).")
+        forcing_allowed(f"{column.name} is full ({count}/{column.wip_limit})")
+        wip["overridden"] = True
+    wip["exceeded"] = True
+    return wip
+
+
+def _forcing_rule(actor, reason):
+    """Who may force a refused move: staff users with a reason (override), system processes (jump)."""
+
+    def allowed(what):
+        user = actor_user(actor)
+        if user is not None and not user.is_staff:
+            raise TransitionRefused(f"{what}; only staff may force it.")
+        if user is None and not isinstance(actor, str):
+            raise TransitionRefused(f"{what}; {actor_label(actor)} may not force it.")
+        if not reason:
+            raise TransitionRefused(f"{what}; a forced move needs a written reason.")
+
+    return allowed
+
+
+def _not_allowed(from_phase, target):
+    allowed = ", ".join(t.name for t in from_phase.allowed_transitions.all()) or "nowhere"
+    return f"{from_phase.name} cannot move to {target}; from {from_phase.name} a ticket may move to: {allowed}"
+
+
+def _lock_columns(*, column, phase, from_phase_id):
+    """Lock the target column and the ticket's current one, in id order; return the target (None: none shows it).
+
+    Columns are locked before the ticket's row, on every path: a renumber
+    rewrites every card of its column, so a mover holding its own card while
+    waiting for that column would deadlock with the one renumbering it. With
+    the source column locked too, nobody else can be moving a card out of the
+    column being renumbered.
+    """
+
+    def showing(phase_id):
+        return Exists(BoardColumn.phases.through.objects.filter(boardcolumn_id=OuterRef("pk"), phase_id=phase_id))
+
+    target = Q(pk=column.pk) if column is not None else Q(showing(phase.pk))
+    locked = BoardColumn.objects.select_for_update().filter(target | Q(showing(from_phase_id))).order_by("pk")
+    if column is not None:
+        return next((found for found in locked if found.pk == column.pk), None)
+    return next((found for found in locked.annotate(is_target=showing(phase.pk)) if found.is_target), None)
+
+
+def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reason="", force=False, transition=False):
+    reason = (reason or "").strip()
+    # Lock order: columns, then the ticket, then the board row (event_emit, last).
+    seen = Ticket.objects.select_related("board__workflow").get(pk=ticket.pk)
+    workflow = seen.board.workflow
+    if phase is not None:
+        phase = resolve_phase(workflow, phase)
+    if column is not None and column.workflow_id != workflow.pk:
+        raise TransitionRefused(f"Column {column.name} belongs to another workflow than {workflow.name}.")
+    column = _lock_columns(column=column, phase=phase, from_phase_id=seen.phase_id)
+    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    if ticket.phase_id != seen.phase_id:
+        # Moved by someone else between the read and the lock: the columns locked are no longer its own.
+        raise TransitionRefused(f"“{ticket.title}” was moved by someone else meanwhile; look again and retry.")
+    ticket.board = seen.board
+    from_phase = Phase.objects.with_transitions().get(pk=ticket.phase_id)
+    if transition and phase == from_phase:
+        raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
+    column_phases = list(column.phases.in_order()) if column else [phase]
+    forcing_allowed = _forcing_rule(actor, reason)
+
+    if phase is None:
+        if from_phase in column_phases:
+            phase = from_phase
+        else:
+            # A column showing several phases takes the ticket into the first one it may enter.
+            phase = next((p for p in column_phases if from_phase.can_transition_to(p)), None)
+            if phase is None:
+                what = _not_allowed(from_phase, column.name)
+                if not force:
+                    raise TransitionRefused(f"{what}.")
+                forcing_allowed(what)
+                phase = column_phases[0]
+    elif phase not in column_phases:
+        raise TransitionRefused(f"{phase.name} is not shown in column {column.name}.")
+
+    kind = PhaseHistory.Kind.NORMAL
+    if phase != from_phase and not from_phase.can_transition_to(phase):
+        what = _not_allowed(from_phase, phase.name)
+        if not force:
+            raise TransitionRefused(f"{what}.")
+        forcing_allowed(what)
+        kind = PhaseHistory.Kind.OVERRIDE if actor_user(actor) else PhaseHistory.Kind.JUMP
+
+    entering = from_phase not in column_phases
+    if phase == from_phase and not (previous_id or next_id):
+        return ticket  # dropped back where it was
+    wip = (
+        _wip_check(board_id=ticket.board_id, column=column, force=force, forcing_allowed=forcing_allowed)
+        if entering
+        else None
+    )
+    if wip and wip.get("overridden"):
+        kind = PhaseHistory.Kind.OVERRIDE if actor_user(actor) else PhaseHistory.Kind.JUMP
+
+    if entering or previous_id or next_id:
+        ticket.position = position_between(
+            ticket=ticket, column_phase_ids=[p.pk for p in column_phases], previous_id=previous_id, next_id=next_id
+        )
+    ticket.version += 1
+    payload = {
+        "column": column.key if column else None,
+        "position": ticket.position,
+        "previous_id": previous_id,
+        "next_id": next_id,
+        "version": ticket.version,
+    }
+    if phase == from_phase:
+        ticket.save(update_fields=["position", "version", "updated_at"])
+        event_emit(board=ticket.board, type="ticket.moved", entity=ticket, payload=payload, actor=actor)
+        return ticket
+
+    ticket.phase = phase
+    ticket.save(update_fields=["phase", "position", "version", "updated_at"])
+    PhaseHistory.objects.create(
+        ticket=ticket,
+        from_phase=from_phase,
+        to_phase=phase,
+        from_key=from_phase.key,
+        to_key=phase.key,
+        kind=kind,
+        reason=reason,
+        actor=actor_label(actor),
+        user=actor_user(actor),
+    )
+    payload.update({"from": from_phase.key, "to": phase.key, "kind": kind, "reason": reason})
+    if wip:
+        payload["wip"] = wip
+    event_emit(board=ticket.board, type="ticket.transitioned", entity=ticket, payload=payload, actor=actor)
+    return ticket
+
+
+@transaction.atomic
+def ticket_transition(*, ticket, to_phase, actor, reason="", force=False):
+    """Move a ticket to another phase of its workflow, at the end of that phase's column.
+
+    This and `ticket_move` are the paths every move takes: an allowed
+    transition into a column with room is recorded as `normal`. A transition
+    the workflow does not allow, or a drop into a full `block` column, is
+    refused with TransitionRefused, unless `force` is given with a written
+    reason by a staff user (`override`) or by a system process named by a
+    string such as "orchestrator" (`jump`).
+    """
+    return _move(ticket=ticket, column=None, phase=to_phase, actor=actor, reason=reason, force=force, transition=True)
+
+
+@transaction.atomic
+def ticket_move(*, ticket, column, actor, previous_id=None, next_id=None, phase=None, reason="", force=False):
+    """Drop a ticket into `column` between the cards `previous_id` (above) and `next_id` (below).
+
+    Within its own column this reorders; into another column it is a phase
+    transition under the same rules as `ticket_transition`, WIP limits
+    included. A column showing several phases takes the ticket into the
+    first one it may enter, or into `phase` when given.
+    """
+    return _move(
+        ticket=ticket,
+        column=column,
+        phase=phase,
+        actor=actor,
+        previous_id=previous_id,
+        next_id=next_id,
+        reason=reason,
+        force=force,
+    )
+
+
+@transaction.atomic
+def ticket_comment(*, ticket, body, actor):
+    body = clean_text(body, field="body", max_length=20000, required=True)
+    comment = TicketComment.objects.create(ticket=ticket, body=body, author=actor_label(actor))
+    event_emit(
+        board=ticket.board,
+        type="ticket.commented",
+        entity=ticket,
+        payload={"comment": comment.pk, "phase": ticket.phase.key},
+        actor=actor,
+    )
+    return comment
