@@ -1,6 +1,14 @@
-"""Writing events: one row per state change, broadcast once the change commits."""
+"""Events: their names and payloads, who causes them (users, agents, system actors), and writing them.
+
+Every state change writes one row in the same transaction, broadcast to the
+board's pages once the change commits. The names are dotted
+(`ticket.transitioned`); the board page gets them from `EventType` through the
+template, so the JavaScript that decodes events holds no copy of them.
+"""
 
 import logging
+from dataclasses import dataclass
+from enum import StrEnum
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -10,6 +18,55 @@ from django.db import transaction
 from .models import Board, Event
 
 logger = logging.getLogger(__name__)
+
+
+class EventType(StrEnum):
+    TICKET_CREATED = "ticket.created"
+    TICKET_UPDATED = "ticket.updated"
+    TICKET_MOVED = "ticket.moved"
+    TICKET_TRANSITIONED = "ticket.transitioned"
+    TICKET_COMMENTED = "ticket.commented"
+    AGENT_REGISTERED = "agent.registered"
+    AGENT_UPDATED = "agent.updated"
+    TASK_CREATED = "task.created"
+    TASK_ASSIGNED = "task.assigned"
+    TASK_STARTED = "task.started"
+    TASK_COMPLETED = "task.completed"
+    TASK_FAILED = "task.failed"
+    TASK_RELEASED = "task.released"
+    DISCOVERY_RECORDED = "discovery.recorded"
+    DISCOVERY_BRANCH_CREATED = "discovery.branch_created"
+    DISCOVERY_RESOLVED = "discovery.resolved"
+
+
+@dataclass(frozen=True)
+class SystemActor:
+    """A process acting on its own authority, such as the orchestrator: it may force a move, with a reason."""
+
+    name: str
+
+    @property
+    def actor_label(self):
+        return self.name
+
+    def __str__(self):
+        return self.name
+
+
+ORCHESTRATOR = SystemActor("orchestrator")
+WORKFLOW_RELOAD = SystemActor("workflow reload")
+
+
+def task_payload(task, **extra):
+    """What every task event says about the task: enough to redraw its card and its node in the graph."""
+    return {
+        "ticket": task.ticket_id,
+        "phase": task.phase.key,
+        "status": task.status,
+        "title": task.title,
+        "agent": task.assigned_agent.name if task.assigned_agent_id else None,
+        **extra,
+    }
 
 
 def board_group(board_id):

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from phases.models import Phase
 
 from .errors import Refused
+from .events import EventType
 from .forms import BoardFilterForm, MoveForm, TicketCreateForm, TicketEditForm
 from .models import Board, Event, PhaseHistory, Task, Ticket
 from .selectors import LANE_ORDER, board_columns, column_cards_after, move_options
@@ -125,6 +126,7 @@ def board_detail(request, slug):
     views = board_columns(board, filter_form.filters())
     context = _board_context(request, board, phases, filter_form, views)
     context["last_event_id"] = last_event_id
+    context["event_types"] = {event_type.name: event_type.value for event_type in EventType}
     template = "board/board.html#board-body" if request.htmx and not request.htmx.boosted else "board/board.html"
     return _vary_on_htmx(render(request, template, context))
 

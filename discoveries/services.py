@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from board.errors import Refused
-from board.events import actor_label, actor_user, event_emit
+from board.events import EventType, actor_label, actor_user, event_emit
 from board.models import Agent, Board, Priority, Task
 from board.services import task_create
 
@@ -91,7 +91,7 @@ def discovery_record(*, source_task, discovery_type, description, actor, priorit
     )
     event_emit(
         board=source_task.ticket.board,
-        type="discovery.recorded",
+        type=EventType.DISCOVERY_RECORDED,
         entity=discovery,
         payload={
             "source_task": source_task.pk,
@@ -157,7 +157,7 @@ def discovery_branch(
     discovery.spawned_tasks.add(task)
     event_emit(
         board=source_task.ticket.board,
-        type="discovery.branch_created",
+        type=EventType.DISCOVERY_BRANCH_CREATED,
         entity=discovery,
         payload={
             "source_task": source_task.pk,
@@ -228,7 +228,7 @@ def discovery_resolve(*, discovery, status, reason, actor):
     )
     event_emit(
         board=discovery.source_task.ticket.board,
-        type="discovery.resolved",
+        type=EventType.DISCOVERY_RESOLVED,
         entity=discovery,
         payload={
             "source_task": discovery.source_task_id,

@@ -1,5 +1,6 @@
 """The board pages: who sees them, what the columns and cards show, filters, swimlanes, paging and query counts."""
 
+import json
 import re
 
 import pytest
@@ -7,6 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from board.events import EventType
 from board.models import Board, Task, Ticket
 from board.selectors import PAGE_SIZE
 from board.services import POSITION_GAP, ticket_create, ticket_update
@@ -381,3 +383,10 @@ def test_cards_show_task_progress_and_open_discoveries(bob_client, board, make, 
     card = card[: card.index("</li>")]
     assert "Tasks 1/2" in card
     assert "1 open discovery" in card
+
+
+def test_the_page_gives_its_script_the_event_names(bob_client, board):
+    response = bob_client.get(reverse("board:detail", args=[board.slug]))
+    names = json.loads(re.search(r'id="event-types"[^>]*>(.*?)</script>', response.content.decode()).group(1))
+    assert names == {event_type.name: str(event_type) for event_type in EventType}
+    assert names["TICKET_TRANSITIONED"] == "ticket.transitioned"

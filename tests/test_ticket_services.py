@@ -5,7 +5,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 
-from board.events import board_group
+from board.events import ORCHESTRATOR, board_group
 from board.models import Board, Event, PhaseHistory, Priority, Ticket
 from board.services import POSITION_GAP, TransitionRefused, ticket_create, ticket_transition, ticket_update
 from phases.models import Phase, Workflow
@@ -185,9 +185,22 @@ def test_only_staff_may_force(ticket, bob):
 
 
 def test_a_system_process_forces_as_a_jump(ticket):
-    moved = ticket_transition(ticket=ticket, to_phase="PHASE_DESIGN", actor="orchestrator", force=True, reason="Stuck")
+    moved = ticket_transition(ticket=ticket, to_phase="PHASE_DESIGN", actor=ORCHESTRATOR, force=True, reason="Stuck")
     history = moved.history.last()
     assert (history.kind, history.actor, history.user) == ("jump", "orchestrator", None)
+
+
+@pytest.mark.parametrize("actor", ["orchestrator", "system"], ids=["a process's name", "any string"])
+def test_a_name_is_not_a_system_actor_and_cannot_force(ticket, actor):
+    before = snapshot(ticket)
+    with pytest.raises(TransitionRefused, match=f"{actor} may not force"):
+        ticket_transition(ticket=ticket, to_phase="PHASE_DESIGN", actor=actor, force=True, reason="Stuck")
+    assert snapshot(ticket) == before
+
+
+def test_a_real_agent_cannot_force(ticket, builder):
+    with pytest.raises(TransitionRefused, match="agent:.* may not force"):
+        ticket_transition(ticket=ticket, to_phase="PHASE_DESIGN", actor=builder[0], force=True, reason="Because")
 
 
 def test_an_object_that_is_neither_a_user_nor_a_process_cannot_force(ticket):

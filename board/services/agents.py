@@ -11,7 +11,7 @@ from django.utils import timezone
 from phases.models import Phase
 
 from ..errors import TransitionRefused
-from ..events import actor_user, event_emit
+from ..events import EventType, actor_user, event_emit
 from ..models import Agent, IdempotencyRecord, Task
 from .inputs import clean_capabilities, clean_text, resolve_phase
 from .tasks import task_release
@@ -53,7 +53,7 @@ def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_ty
     for board in boards:
         event_emit(
             board=board,
-            type="agent.registered",
+            type=EventType.AGENT_REGISTERED,
             entity=agent,
             payload={"name": agent.name, "phase": phase.key if phase else None, "capabilities": agent.capabilities},
             actor=actor,
@@ -136,7 +136,7 @@ def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNC
     agent.save(update_fields=list(diff))
     payload = {name: (value.key if isinstance(value, Phase) else value) for name, value in diff.items()}
     for board in boards:
-        event_emit(board=board, type="agent.updated", entity=agent, payload=payload, actor=actor)
+        event_emit(board=board, type=EventType.AGENT_UPDATED, entity=agent, payload=payload, actor=actor)
     return agent
 
 

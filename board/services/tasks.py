@@ -7,22 +7,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ..errors import TaskStateError, TransitionRefused
-from ..events import actor_label, event_emit
+from ..events import EventType, actor_label, event_emit, task_payload
 from ..models import Agent, Priority, Task
 from .inputs import clean_capabilities, clean_priority, clean_text, resolve_phase
 
 PRIORITY_SCORE = {Priority.LOW: 1.0, Priority.MEDIUM: 2.0, Priority.HIGH: 3.0, Priority.CRITICAL: 4.0}
-
-
-def _task_payload(task, **extra):
-    return {
-        "ticket": task.ticket_id,
-        "phase": task.phase.key,
-        "status": task.status,
-        "title": task.title,
-        "agent": task.assigned_agent.name if task.assigned_agent_id else None,
-        **extra,
-    }
 
 
 @transaction.atomic
@@ -88,9 +77,9 @@ def task_create(
         task.dependencies.set(dependencies)
     event_emit(
         board=ticket.board,
-        type="task.created",
+        type=EventType.TASK_CREATED,
         entity=task,
-        payload=_task_payload(
+        payload=task_payload(
             task,
             priority=task.priority,
             parent=parent.pk if parent else None,
@@ -151,7 +140,9 @@ def _task_take(pk, agent):
         return None  # another agent was quicker
     task = Task.objects.select_related("ticket__board", "phase", "assigned_agent").get(pk=pk)
     Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.BUSY, last_heartbeat=now)
-    event_emit(board=task.ticket.board, type="task.assigned", entity=task, payload=_task_payload(task), actor=agent)
+    event_emit(
+        board=task.ticket.board, type=EventType.TASK_ASSIGNED, entity=task, payload=task_payload(task), actor=agent
+    )
     return task
 
 
@@ -172,7 +163,9 @@ def task_start(*, task, agent):
     task.status = Task.Status.RUNNING
     task.started_at = timezone.now()
     task.save(update_fields=["status", "started_at", "updated_at"])
-    event_emit(board=task.ticket.board, type="task.started", entity=task, payload=_task_payload(task), actor=agent)
+    event_emit(
+        board=task.ticket.board, type=EventType.TASK_STARTED, entity=task, payload=task_payload(task), actor=agent
+    )
     return task
 
 
@@ -193,9 +186,9 @@ def task_complete(*, task, agent, result=None, artifacts=(), completed_criteria=
     missing = task.phase.missing_done_criteria(task.completed_criteria)
     event_emit(
         board=task.ticket.board,
-        type="task.completed",
+        type=EventType.TASK_COMPLETED,
         entity=task,
-        payload=_task_payload(task, missing_criteria=missing),
+        payload=task_payload(task, missing_criteria=missing),
         actor=agent,
     )
     return task
@@ -242,9 +235,9 @@ def _task_failed(task, *, actor, error, retryable):
         _agent_free(agent)
     event_emit(
         board=task.ticket.board,
-        type="task.failed",
+        type=EventType.TASK_FAILED,
         entity=task,
-        payload=_task_payload(
+        payload=task_payload(
             task,
             error=error,
             will_retry=will_retry,
@@ -263,9 +256,9 @@ def task_release(task, *, actor, reason):
     task.save(update_fields=["status", "assigned_agent", "updated_at"])
     event_emit(
         board=task.ticket.board,
-        type="task.released",
+        type=EventType.TASK_RELEASED,
         entity=task,
-        payload=_task_payload(task, reason=reason),
+        payload=task_payload(task, reason=reason),
         actor=actor,
     )
 

@@ -7,7 +7,7 @@ from django.db.models import Exists, OuterRef, Q
 from phases.models import BoardColumn, Phase
 
 from ..errors import TransitionRefused
-from ..events import actor_label, actor_user, event_emit
+from ..events import EventType, SystemActor, actor_label, actor_user, event_emit
 from ..models import PhaseHistory, Priority, Ticket, TicketComment
 from .inputs import clean_priority, clean_text, resolve_phase
 from .ordering import position_after_last, position_between
@@ -52,7 +52,7 @@ def ticket_create(*, board, title, actor, description="", priority=Priority.MEDI
     )
     event_emit(
         board=board,
-        type="ticket.created",
+        type=EventType.TICKET_CREATED,
         entity=ticket,
         payload={"title": ticket.title, "priority": ticket.priority, "phase": phase.key, "position": ticket.position},
         actor=actor,
@@ -91,7 +91,7 @@ def ticket_update(*, ticket, actor, **changes):
     ticket.save(update_fields=[*diff, "version", "updated_at"])
     event_emit(
         board=ticket.board,
-        type="ticket.updated",
+        type=EventType.TICKET_UPDATED,
         entity=ticket,
         payload={"changes": diff, "phase": ticket.phase.key, "version": ticket.version},
         actor=actor,
@@ -130,13 +130,14 @@ def _wip_check(*, board_id, column, force, forcing_allowed):
 
 
 def _forcing_rule(actor, reason):
-    """Who may force a refused move: staff users with a reason (override), system processes (jump)."""
+    """Who may force a refused move: staff users (override) and system actors such as the orchestrator (jump),
+    each with a written reason; agents and anyone else may not."""
 
     def allowed(what):
         user = actor_user(actor)
         if user is not None and not user.is_staff:
             raise TransitionRefused(f"{what}; only staff may force it.")
-        if user is None and not isinstance(actor, str):
+        if user is None and not isinstance(actor, SystemActor):
             raise TransitionRefused(f"{what}; {actor_label(actor)} may not force it.")
         if not reason:
             raise TransitionRefused(f"{what}; a forced move needs a written reason.")
@@ -238,7 +239,7 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     }
     if phase == from_phase:
         ticket.save(update_fields=["position", "version", "updated_at"])
-        event_emit(board=ticket.board, type="ticket.moved", entity=ticket, payload=payload, actor=actor)
+        event_emit(board=ticket.board, type=EventType.TICKET_MOVED, entity=ticket, payload=payload, actor=actor)
         return ticket
 
     ticket.phase = phase
@@ -257,7 +258,7 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     payload.update({"from": from_phase.key, "to": phase.key, "kind": kind, "reason": reason})
     if wip:
         payload["wip"] = wip
-    event_emit(board=ticket.board, type="ticket.transitioned", entity=ticket, payload=payload, actor=actor)
+    event_emit(board=ticket.board, type=EventType.TICKET_TRANSITIONED, entity=ticket, payload=payload, actor=actor)
     return ticket
 
 
@@ -269,8 +270,8 @@ def ticket_transition(*, ticket, to_phase, actor, reason="", force=False):
     transition into a column with room is recorded as `normal`. A transition
     the workflow does not allow, or a drop into a full `block` column, is
     refused with TransitionRefused, unless `force` is given with a written
-    reason by a staff user (`override`) or by a system process named by a
-    string such as "orchestrator" (`jump`).
+    reason by a staff user (`override`) or by a `SystemActor` such as the
+    orchestrator (`jump`).
     """
     return _move(ticket=ticket, column=None, phase=to_phase, actor=actor, reason=reason, force=force, transition=True)
 
@@ -302,7 +303,7 @@ def ticket_comment(*, ticket, body, actor):
     comment = TicketComment.objects.create(ticket=ticket, body=body, author=actor_label(actor))
     event_emit(
         board=ticket.board,
-        type="ticket.commented",
+        type=EventType.TICKET_COMMENTED,
         entity=ticket,
         payload={"comment": comment.pk, "phase": ticket.phase.key},
         actor=actor,

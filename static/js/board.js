@@ -4,6 +4,8 @@
   "use strict";
 
   const page = document.getElementById("board-page");
+  // The server's event names (board.events.EventType), so this file holds no copy of them.
+  const EVENT = JSON.parse(document.getElementById("event-types").textContent);
   if (!page) return;
 
   // htmx puts the focus back on a swapped-in button at once but wires its form only when the swap
@@ -134,16 +136,16 @@
     const version = event.payload && event.payload.version;
     const card = document.getElementById("ticket-" + event.entity_id);
     if (!version || !card || Number(card.dataset.version) < version) return false;
-    const expected = event.type === "ticket.transitioned" ? columnOfPhase(event.payload.to) : event.payload.column;
+    const expected = event.type === EVENT.TICKET_TRANSITIONED ? columnOfPhase(event.payload.to) : event.payload.column;
     return !expected || columnOfCard(event.entity_id) === expected;
   }
 
   function columnsFor(event) {
     const payload = event.payload || {};
     const keys = [];
-    if (event.type === "ticket.transitioned") {
+    if (event.type === EVENT.TICKET_TRANSITIONED) {
       keys.push(columnOfPhase(payload.from), columnOfPhase(payload.to));
-    } else if (event.type === "ticket.moved") {
+    } else if (event.type === EVENT.TICKET_MOVED) {
       keys.push(payload.column || columnOfCard(event.entity_id));
     } else if (event.entity_type === "ticket") {
       keys.push(columnOfPhase(payload.phase), columnOfCard(event.entity_id));
