@@ -64,6 +64,9 @@ class Ticket(models.Model):
     blocked_reason = models.TextField(blank=True)
     # Bumped by every change, so a client can tell whether its copy is current.
     version = models.PositiveIntegerField(default=1)
+    # The last phase gate evaluation recorded for the ticket's current phase (met, missing, passed), so a
+    # gate that does not pass is recorded once per change, not on every orchestrator pass.
+    gate_state = models.JSONField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -232,6 +235,8 @@ class Task(models.Model):
     required_capabilities = models.JSONField(default=list, blank=True)
     assigned_agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks")
     retry_count = models.PositiveIntegerField(default=0)
+    # Which claim holds the task: each claim increments it, and a report from an older attempt is refused.
+    attempt = models.PositiveIntegerField(default=0)
     max_retries = models.PositiveIntegerField(default=3)
     timeout_seconds = models.PositiveIntegerField(default=3600)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -255,6 +260,35 @@ class Task(models.Model):
 
     def __str__(self):
         return f"Task #{self.pk} {self.title}"
+
+
+class TicketResult(models.Model):
+    """A ticket's result as an agent submitted it (workflows with `has_result`), until staff accept or reject it."""
+
+    class Status(models.TextChoices):
+        SUBMITTED = "submitted", "Submitted"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="results")
+    summary = models.TextField()
+    artifacts = models.JSONField(default=list, blank=True)
+    submitted_by = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    submitted_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUBMITTED, db_index=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.TextField(blank=True)
+    # Set once the orchestrator has acted on an accepted result (`on_result_found`), so it acts once.
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["ticket", "submitted_at", "id"]
+
+    def __str__(self):
+        return f"Result of #{self.ticket_id} ({self.status})"
 
 
 class TicketComment(models.Model):

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import models
 
-from board.models import Agent, Task
+from board.models import Agent, Task, Ticket
 
 
 class Discovery(models.Model):
@@ -51,3 +51,25 @@ class Discovery(models.Model):
 
     def __str__(self):
         return f"{self.get_discovery_type_display()}: {self.description[:60]}"
+
+
+class TicketRescue(models.Model):
+    """A stuck ticket's rescue: one diagnostic discovery and one recovery task.
+
+    The unique window makes "at most one rescue per ticket per window" a
+    property of the table, so several orchestrators cannot rescue twice.
+    """
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="rescues")
+    # The rescue window's number: seconds since the epoch // OMOI_RESCUE_WINDOW's seconds.
+    window = models.BigIntegerField()
+    discovery = models.ForeignKey(Discovery, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    task = models.ForeignKey(Task, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ticket", "created_at"]
+        constraints = [models.UniqueConstraint(fields=["ticket", "window"], name="one_rescue_per_ticket_per_window")]
+
+    def __str__(self):
+        return f"Rescue of #{self.ticket_id} (window {self.window})"

@@ -219,6 +219,22 @@ if OMOI_MAX_REQUEST_BYTES < _LARGEST_BODY:
         f"(at least {_LARGEST_BODY}, not {OMOI_MAX_REQUEST_BYTES})"
     )
 
+# The orchestrator (manage.py orchestrate). Each duty works through at most OMOI_ORCHESTRATOR_BATCH rows a
+# step, so one pass costs the same however many tickets there are.
+OMOI_ORCHESTRATOR_INTERVAL_SECONDS = envint("OMOI_ORCHESTRATOR_INTERVAL_SECONDS", "2", minimum=1)
+OMOI_ORCHESTRATOR_BATCH = envint("OMOI_ORCHESTRATOR_BATCH", "200", minimum=1)
+# A task assigned but not started within this long fails with a time-out (and is retried while retries last).
+OMOI_START_TIMEOUT = timedelta(seconds=envint("OMOI_START_TIMEOUT_SECONDS", "300", minimum=1))
+# Agents are expected to heartbeat this often; after OMOI_MISSED_HEARTBEATS missed ones an agent is offline
+# and the tasks it holds go back to the queue.
+OMOI_HEARTBEAT_INTERVAL = timedelta(seconds=envint("OMOI_HEARTBEAT_INTERVAL_SECONDS", "30", minimum=1))
+OMOI_MISSED_HEARTBEATS = envint("OMOI_MISSED_HEARTBEATS", "3", minimum=1)
+# Retry back-off doubles from the phase's retry_backoff_seconds up to this cap (or the phase's
+# retry_backoff_max_seconds), with jitter.
+OMOI_RETRY_BACKOFF_MAX = timedelta(seconds=envint("OMOI_RETRY_BACKOFF_MAX_SECONDS", "3600", minimum=1))
+# A ticket without progress for this long is stuck: it gets one rescue per window, at most.
+OMOI_RESCUE_WINDOW = timedelta(minutes=envint("OMOI_RESCUE_WINDOW_MINUTES", "60", minimum=1))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

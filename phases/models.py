@@ -36,6 +36,16 @@ class Workflow(models.Model):
     description = models.TextField(blank=True)
     # Bumped on every reload so an exported file says which revision it came from.
     version = models.PositiveIntegerField(default=1)
+    # OmoiOS's result settings: whether a ticket ends with a result an agent submits and staff review,
+    # what the result must show, and what accepting it does (stop_all: cancel the ticket's open tasks
+    # and move it to its terminal phase).
+    has_result = models.BooleanField(default=False)
+    result_criteria = models.JSONField(default=list, blank=True)
+    on_result_found = models.CharField(
+        max_length=16,
+        choices=[("do_nothing", "Do nothing"), ("stop_all", "Stop all work on the ticket")],
+        default="do_nothing",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
