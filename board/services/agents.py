@@ -153,3 +153,23 @@ def agent_heartbeat(*, agent, status=None):
     for name, value in changes.items():
         setattr(agent, name, value)
     return agent
+
+
+@transaction.atomic
+def agent_token_rotate(*, agent, actor):
+    """Give the agent a new token and return it; the old one stops working at once. Staff and system actors only.
+
+    The token is stored hashed, so a lost token cannot be shown again: this is
+    how one is replaced (and how `make run` hands its demo agents theirs).
+    """
+    user = actor_user(actor)
+    if isinstance(actor, Agent) or (user is not None and not user.is_staff):
+        raise PermissionDenied(f"Only staff may issue a new token for agent {agent.name}.")
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.is_revoked:
+        raise ValidationError(f"Agent {agent.name} is revoked; register a new agent instead.")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    agent.token_hash = token_hash(token)
+    agent.token_prefix = token[: len(TOKEN_PREFIX) + 6]
+    agent.save(update_fields=["token_hash", "token_prefix"])
+    return agent, token
