@@ -105,41 +105,41 @@ def run(options, *, log=log_line, environ=None):
 
     omoi = Omoi(url, token)
     stop = Stop()
-    heartbeat = Heartbeat(omoi, every=options.get("heartbeat") or 30.0, log=log)
-    rng = random.Random(options.get("seed"))
-    me = omoi.me()
-    log(
-        f"Agent {me['name']} on {url} ({', '.join(me['boards']) or 'no boards'}), claiming from {board or 'any board'}."
-    )
-    if options.get("simulate"):
-        worker = SimulatedAgent(
-            omoi,
-            rng=rng,
-            speed=options.get("speed") or 1.0,
-            discovery_rate=_given(options.get("discovery_rate"), 0.15),
-            failure_rate=_given(options.get("failure_rate"), 0.10),
-            stop=stop,
-            heartbeat=heartbeat,
-            log=log,
-        )
-    else:
-        worker = CommandAgent(
-            omoi,
-            command,
-            token=token,
-            agent_name=me["name"],
-            prompt_file=bool(options.get("prompt_file")),
-            timeout=options.get("timeout"),
-            idle_timeout=options.get("idle_timeout"),
-            kill_grace=_given(options.get("kill_grace"), 10.0),
-            workdir=options.get("workdir"),
-            stop=stop,
-            heartbeat=heartbeat,
-            log=log,
-        )
+    # Before the first request, so a stop asked for while the agent introduces itself is not lost.
     # Signal handlers can only be set from the main thread (a test may run this from another).
     restore = install_signal_handlers(stop, log) if threading.current_thread() is threading.main_thread() else None
     try:
+        heartbeat = Heartbeat(omoi, every=options.get("heartbeat") or 30.0, log=log)
+        rng = random.Random(options.get("seed"))
+        me = omoi.me()
+        boards = ", ".join(me["boards"]) or "no boards"
+        log(f"Agent {me['name']} on {url} ({boards}), claiming from {board or 'any board'}.")
+        if options.get("simulate"):
+            worker = SimulatedAgent(
+                omoi,
+                rng=rng,
+                speed=options.get("speed") or 1.0,
+                discovery_rate=_given(options.get("discovery_rate"), 0.15),
+                failure_rate=_given(options.get("failure_rate"), 0.10),
+                stop=stop,
+                heartbeat=heartbeat,
+                log=log,
+            )
+        else:
+            worker = CommandAgent(
+                omoi,
+                command,
+                token=token,
+                agent_name=me["name"],
+                prompt_file=bool(options.get("prompt_file")),
+                timeout=options.get("timeout"),
+                idle_timeout=options.get("idle_timeout"),
+                kill_grace=_given(options.get("kill_grace"), 10.0),
+                workdir=options.get("workdir"),
+                stop=stop,
+                heartbeat=heartbeat,
+                log=log,
+            )
         handled = run_agent(
             omoi,
             worker,
