@@ -37,6 +37,10 @@ class EventType(StrEnum):
     DISCOVERY_RECORDED = "discovery.recorded"
     DISCOVERY_BRANCH_CREATED = "discovery.branch_created"
     DISCOVERY_RESOLVED = "discovery.resolved"
+    PHASE_GATE_EVALUATED = "phase_gate.evaluated"
+    TICKET_RESULT_SUBMITTED = "ticket.result_submitted"
+    TICKET_RESULT_REVIEWED = "ticket.result_reviewed"
+    TASK_CANCELLED = "task.cancelled"
 
 
 @dataclass(frozen=True)
