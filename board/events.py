@@ -41,6 +41,8 @@ class EventType(StrEnum):
     TICKET_RESULT_SUBMITTED = "ticket.result_submitted"
     TICKET_RESULT_REVIEWED = "ticket.result_reviewed"
     TASK_CANCELLED = "task.cancelled"
+    AGENT_OFFLINE = "agent.offline"
+    AGENT_ONLINE = "agent.online"
 
 
 @dataclass(frozen=True)
