@@ -7,6 +7,7 @@ Reading results (Claude Code's shape, result files) is tested without a server.
 
 import io
 import json
+import re
 import resource
 import sys
 import threading
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from board.models import Agent, Task
 from board.runner.client import ApiError, Omoi
@@ -138,6 +139,33 @@ def test_each_preset_reads_its_prompt_from_standard_input():
     assert PRESETS["claude"] == "claude -p --output-format json"
     assert PRESETS["codex"].startswith("codex exec") and PRESETS["codex"].endswith(" -")
     assert PRESETS["opencode"].startswith("opencode run ")
+
+
+# Options
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--simulate"], "Give the server and the agent's token: --url and --token, or OMOI_URL and OMOI_TOKEN."),
+        (["--url", "http://127.0.0.1:1", "--token", "omoi_x"], "Say what does the work: --simulate, --command"),
+        (
+            ["--url", "http://127.0.0.1:1", "--token", "omoi_x", "--preset", "claude", "--workdir", "/no/such/dir"],
+            "--workdir /no/such/dir is not a folder.",
+        ),
+    ],
+)
+def test_run_agent_says_what_is_missing(monkeypatch, arguments, message):
+    monkeypatch.delenv("OMOI_URL", raising=False)
+    monkeypatch.delenv("OMOI_TOKEN", raising=False)
+
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("run_agent", *arguments)
+
+
+def test_run_agent_refuses_two_kinds_of_work_at_once():
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        call_command("run_agent", "--simulate", "--preset", "codex")
 
 
 # For real, against Daphne

@@ -9,7 +9,7 @@ import os
 import random
 import threading
 
-from .client import ApiError, Omoi
+from .client import CONNECTION_ERRORS, ApiError, Omoi
 from .command import PRESETS, CommandAgent
 from .loop import Heartbeat, Stop, install_signal_handlers, log_line, run_agent
 from .simulate import SimulatedAgent
@@ -102,6 +102,8 @@ def run(options, *, log=log_line, environ=None):
     if not options.get("simulate") and not command:
         raise UsageError("Say what does the work: --simulate, --command 'CMD' or --preset NAME.")
     board = options.get("board") or environ.get("OMOI_BOARD") or None
+    if options.get("workdir") and not os.path.isdir(options["workdir"]):
+        raise UsageError(f"--workdir {options['workdir']} is not a folder.")
 
     omoi = Omoi(url, token)
     stop = Stop()
@@ -174,6 +176,9 @@ def main(argv=None):
         parser.error(str(problem))
     except ApiError as error:
         log_line(f"The API refused: {error}")
+        return 1
+    except CONNECTION_ERRORS as error:
+        log_line(f"The server did not answer: {error}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .client import ApiError
+from .client import CONNECTION_ERRORS, ApiError
 from .loop import (
     ABANDONED,
     FAILED,
@@ -265,7 +265,7 @@ class CommandAgent:
             written = _read_bounded(result_file)
         self.log(
             f"Task {task['id']}: the command {run.reason} after {run.seconds:.1f} s "
-            f"(exit status {run.returncode}, {run.stdout.total} bytes of output, {run.stderr_bytes} on stderr)"
+            f"(exit status {run.returncode}; {run.stdout.total} bytes on stdout, {run.stderr_bytes} on stderr)"
         )
         return self.report(task, run, written, timeout=timeout)
 
@@ -306,7 +306,7 @@ class CommandAgent:
         """An outcome when the task is no longer this attempt's to report (the child reported it, or it timed out)."""
         try:
             current = self.omoi.task(task["id"])
-        except (ApiError, OSError) as error:
+        except (ApiError, *CONNECTION_ERRORS) as error:
             self.log(f"Task {task['id']}: could not read its state ({error}); reporting anyway.")
             return None
         status = current["status"]

@@ -13,7 +13,7 @@ import threading
 import time
 from datetime import datetime
 
-from .client import ApiError
+from .client import CONNECTION_ERRORS, ApiError
 
 COMPLETED, FAILED, SUPERSEDED, HANDLED_BY_CHILD, ABANDONED = (
     "completed",
@@ -104,7 +104,7 @@ class Heartbeat:
             if error.status == 401:
                 raise
             self.log(f"Heartbeat refused: {error}")
-        except OSError as error:
+        except CONNECTION_ERRORS as error:
             self.log(f"Heartbeat not sent: {error}")
 
     def maybe(self):
@@ -134,7 +134,7 @@ def run_agent(omoi, work, *, board=None, max_tasks=None, poll=5.0, stop=None, he
                     raise
                 log(f"The claim was refused: {error}")
                 task = None
-            except OSError as error:
+            except CONNECTION_ERRORS as error:
                 log(f"The server did not answer the claim: {error}")
                 task = None
             if task is None:
@@ -165,7 +165,7 @@ def work_safely(omoi, work, task, *, log=log_line):
         log(f"Task {task['id']} broke off: {problem}")
     try:
         return report_failure(omoi, task, f"The agent runner broke off: {problem}", log=log)
-    except (ApiError, OSError) as error:
+    except (ApiError, *CONNECTION_ERRORS) as error:
         if isinstance(error, ApiError) and error.status == 401:
             raise
         # The server is gone too: the task times out on its side and is retried then.

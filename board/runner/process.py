@@ -127,21 +127,23 @@ def run_watched(
         thread.start()
 
     reason = EXITED
-    while not _has_exited(process):
-        now = clock()
-        if timeout is not None and now - started >= timeout:
-            reason = TIMED_OUT
-        elif idle_timeout is not None and now - last_output[0] >= idle_timeout:
-            reason = IDLE
-        elif should_abandon is not None and should_abandon():
-            reason = STOPPED
-        if reason != EXITED:
-            break
-        if tick is not None:
-            tick()
-        time.sleep(TICK_SECONDS)
-
-    stop_group(group, grace=kill_grace)
+    try:
+        while not _has_exited(process):
+            now = clock()
+            if timeout is not None and now - started >= timeout:
+                reason = TIMED_OUT
+            elif idle_timeout is not None and now - last_output[0] >= idle_timeout:
+                reason = IDLE
+            elif should_abandon is not None and should_abandon():
+                reason = STOPPED
+            if reason != EXITED:
+                break
+            if tick is not None:
+                tick()
+            time.sleep(TICK_SECONDS)
+    finally:
+        # Also when `tick` raised (a revoked token, say): no child outlives the runner's interest in it.
+        stop_group(group, grace=kill_grace)
     returncode = process.wait()
     readers = threads[:2]
     for thread in readers:
@@ -176,6 +178,8 @@ def _has_exited(process):
     """
     if process.returncode is not None:
         return True
+    if not hasattr(os, "waitid"):
+        return process.poll() is not None
     try:
         return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:

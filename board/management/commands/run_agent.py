@@ -8,10 +8,12 @@ only parses the options. SIGTERM or Ctrl-C stops it after the current task;
 a second one abandons the task (it is failed, and so retried).
 """
 
+from datetime import datetime
+
 from django.core.management.base import BaseCommand, CommandError
 
 from board.runner.cli import UsageError, add_arguments, run
-from board.runner.client import ApiError
+from board.runner.client import CONNECTION_ERRORS, ApiError
 
 
 class Command(BaseCommand):
@@ -29,7 +31,9 @@ class Command(BaseCommand):
             raise CommandError(str(problem)) from None
         except ApiError as error:
             raise CommandError(f"The API refused: {error}") from None
+        except CONNECTION_ERRORS as error:
+            raise CommandError(f"The server did not answer: {error}") from None
 
     def log(self, message):
-        self.stdout.write(message)
+        self.stdout.write(f"{datetime.now():%H:%M:%S} {message}")
         self.stdout.flush()
