@@ -78,8 +78,13 @@ def _summary(text):
 
 
 @transaction.atomic
-def discovery_record(*, source_task, discovery_type, description, actor, priority_boost=False, metadata=None):
-    """Record what was found while doing `source_task`; the work does not branch."""
+def discovery_record(
+    *, source_task, discovery_type, description, actor, priority_boost=False, metadata=None, event_payload=None
+):
+    """Record what was found while doing `source_task`; the work does not branch.
+
+    `event_payload` adds keys to the event's payload (the rescue says it was one); it never replaces the event's own.
+    """
     discovery = Discovery.objects.create(
         source_task=source_task,
         discovery_type=_clean_type(discovery_type),
@@ -94,6 +99,7 @@ def discovery_record(*, source_task, discovery_type, description, actor, priorit
         type=EventType.DISCOVERY_RECORDED,
         entity=discovery,
         payload={
+            **(event_payload or {}),
             "source_task": source_task.pk,
             "ticket": source_task.ticket_id,
             "phase": source_task.phase.key,
@@ -120,6 +126,7 @@ def discovery_branch(
     priority_boost=False,
     required_capabilities=None,
     metadata=None,
+    event_payload=None,
 ):
     """Record a discovery and spawn exactly one task for it, in any phase of the ticket's workflow.
 
@@ -127,7 +134,8 @@ def discovery_branch(
     and a discovery branches the work wherever it is needed (the source task's
     phase when no `phase` is given). The new task's parent is the source task.
     Its priority is `priority` when given, else the source task's, one level
-    higher with `priority_boost`. Returns (discovery, task).
+    higher with `priority_boost`. `event_payload` adds keys to each of the three events' payloads.
+    Returns (discovery, task).
     """
     discovery = discovery_record(
         source_task=source_task,
@@ -136,6 +144,7 @@ def discovery_branch(
         actor=actor,
         priority_boost=priority_boost,
         metadata=metadata,
+        event_payload=event_payload,
     )
     if priority is None:
         priority = Priority.raised(source_task.priority) if priority_boost else source_task.priority
@@ -152,7 +161,7 @@ def discovery_branch(
         priority=priority,
         required_capabilities=required_capabilities,
         parent=source_task,
-        event_payload={"discovery": discovery.pk},
+        event_payload={**(event_payload or {}), "discovery": discovery.pk},
     )
     discovery.spawned_tasks.add(task)
     event_emit(
@@ -160,6 +169,7 @@ def discovery_branch(
         type=EventType.DISCOVERY_BRANCH_CREATED,
         entity=discovery,
         payload={
+            **(event_payload or {}),
             "source_task": source_task.pk,
             "spawned_task": task.pk,
             "ticket": task.ticket_id,
