@@ -1,7 +1,9 @@
-"""Admin for discoveries: a read-only record; agents and the services write them, each with its event."""
+"""Admin for discoveries and ticket rescues: a read-only record; agents and the services write them, with events."""
 
 import json
+from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import Count
 from django.urls import reverse
@@ -9,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 
 from board.admin import ReadOnlyAdminMixin
 
-from .models import Discovery
+from .models import Discovery, TicketRescue
 
 
 @admin.register(Discovery)
@@ -77,3 +79,49 @@ class DiscoveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Metadata")
     def metadata_pretty(self, obj):
         return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, ensure_ascii=False))
+
+
+def _admin_link(obj, name):
+    if obj is None:
+        return "—"
+    return format_html('<a href="{}">{}</a>', reverse(f"admin:{name}_change", args=[obj.pk]), obj)
+
+
+@admin.register(TicketRescue)
+class TicketRescueAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Written by the rescue step only: one row per ticket and window is the rule, so no row is made by hand."""
+
+    list_display = ("id", "created_at", "ticket", "board", "window_start", "task_status", "discovery")
+    list_display_links = ("id", "created_at")
+    list_filter = ("task__status",)
+    list_select_related = ("ticket__board", "task", "discovery")
+    search_fields = ("ticket__title",)
+    date_hierarchy = "created_at"
+    fields = ("ticket_link", "window", "window_start", "created_at", "discovery_link", "task_link", "task_status")
+    readonly_fields = fields
+
+    @admin.display(description="Board", ordering="ticket__board__name")
+    def board(self, obj):
+        return obj.ticket.board
+
+    @admin.display(description="Window starts")
+    def window_start(self, obj):
+        # The window's number counts OMOI_RESCUE_WINDOW lengths since the epoch.
+        seconds = int(settings.OMOI_RESCUE_WINDOW.total_seconds())
+        return datetime.fromtimestamp(obj.window * seconds, tz=UTC)
+
+    @admin.display(description="Recovery task status", ordering="task__status")
+    def task_status(self, obj):
+        return obj.task.get_status_display() if obj.task_id else "—"
+
+    @admin.display(description="Ticket")
+    def ticket_link(self, obj):
+        return _admin_link(obj.ticket, "board_ticket")
+
+    @admin.display(description="Discovery")
+    def discovery_link(self, obj):
+        return _admin_link(obj.discovery, "discoveries_discovery")
+
+    @admin.display(description="Recovery task")
+    def task_link(self, obj):
+        return _admin_link(obj.task, "board_task")
