@@ -34,8 +34,8 @@ def work_once(omoi, *, board=None, branch_phase=None, log=print):
         return None
     log(f"Claimed task {task['id']} ({task['phase']}): {task['title']}")
     started = time.monotonic()
-    omoi.start(task["id"])
-    attempt = task.get("attempt")  # sent back with the report when the server numbers attempts
+    attempt = task.get("attempt")  # sent back with each report: one from a superseded attempt is refused
+    omoi.start(task["id"], attempt=attempt)
     try:
         # The real work happens here. This agent "finds" that a requirement is missing.
         branched = omoi.branch(

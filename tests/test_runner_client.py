@@ -203,18 +203,26 @@ def test_a_connection_the_server_dropped_is_replaced_at_once(sleeps):
 def test_the_attempt_is_sent_only_when_the_task_has_one():
     with FakeApi([(200, {})]) as fake:
         omoi = omoi_for(fake)
+        omoi.start(4, attempt=2)
+        omoi.start(4)
         omoi.complete(4, result={"summary": "Done."}, completed_criteria=["A"], attempt=2)
         omoi.complete(4, result={"summary": "Done."})
         omoi.fail(4, "Broke.", attempt=3)
         omoi.fail(4, "Broke.", retryable=False)
 
     assert fake.bodies() == [
+        {"attempt": 2},
+        {},
         {"result": {"summary": "Done."}, "artifacts": [], "completed_criteria": ["A"], "attempt": 2},
         {"result": {"summary": "Done."}, "artifacts": [], "completed_criteria": []},
         {"error": "Broke.", "retryable": True, "attempt": 3},
         {"error": "Broke.", "retryable": False},
     ]
-    assert {request["path"] for request in fake.requests} == {"/api/v1/tasks/4/complete", "/api/v1/tasks/4/fail"}
+    assert {request["path"] for request in fake.requests} == {
+        "/api/v1/tasks/4/start",
+        "/api/v1/tasks/4/complete",
+        "/api/v1/tasks/4/fail",
+    }
 
 
 def test_phases_are_asked_for_on_a_board():
@@ -283,8 +291,9 @@ def test_an_agent_claims_starts_and_completes_a_task_over_http(server, builder, 
     assert omoi.me()["name"] == "builder"
     claimed = omoi.claim("alices-board")
     assert claimed["id"] == task.pk
-    assert omoi.claim("alices-board") is None
-    omoi.start(task.pk)
+    again = omoi.claim("alices-board")  # one task at a time: the claim answers the task held
+    assert (again["id"], again["attempt"]) == (task.pk, claimed["attempt"])
+    omoi.start(task.pk, attempt=claimed["attempt"])
     phase = omoi.phase(claimed["phase"], board=claimed["board"])
     done = omoi.complete(
         task.pk,

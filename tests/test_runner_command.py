@@ -397,18 +397,22 @@ def test_a_second_stop_abandons_the_task_and_kills_the_agent(runner, claimed):
 @live
 def test_a_report_for_a_superseded_attempt_is_logged_not_raised(omoi, claimed, builder, logs):
     task = claimed()
-    task_fail(task=Task.objects.get(pk=task["id"]), agent=builder[0], error="Timed out.")  # as the orchestrator would
+    # The attempt ends (as when the orchestrator times it out) and the task is claimed again at once.
+    task_fail(task=Task.objects.get(pk=task["id"]), agent=builder[0], error="Timed out.")
+    Task.objects.filter(pk=task["id"]).update(next_attempt_at=None)
+    again = omoi.claim("alices-board")
+    assert (again["id"], again["attempt"]) == (task["id"], task["attempt"] + 1)
 
     outcome = report_completion(
         omoi, task, result={"summary": "Late."}, artifacts=[], completed_criteria=[], log=logs.append
     )
 
     assert outcome == SUPERSEDED
-    assert logs == [
-        f"Task {task['id']}: the completion was not recorded, this attempt is over: "
-        f"Task {task['id']} is held by nobody, not by builder."
-    ]
-    assert Task.objects.get(pk=task["id"]).result is None
+    [line] = logs
+    assert line.startswith(f"Task {task['id']}: the completion was not recorded, this attempt is over: ")
+    assert f"attempt {task['attempt']} was superseded by attempt {again['attempt']}" in line
+    late = Task.objects.get(pk=task["id"])
+    assert (late.status, late.result) == (Task.Status.ASSIGNED, None)
 
 
 @live
@@ -449,8 +453,8 @@ class FencedOmoi:
         self.refuse_fail = refuse_fail
         self.reports = []
 
-    def start(self, task_id):
-        pass
+    def start(self, task_id, attempt=None):
+        self.reports.append(("start", {"attempt": attempt}))
 
     def heartbeat(self, status=None):
         pass
@@ -481,7 +485,9 @@ def test_the_claimed_attempt_goes_with_the_report():
     assert CommandAgent(failed, script("fail.py"), **options)(FENCED_TASK) == FAILED
 
     assert [(kind, body["attempt"]) for kind, body in completed.reports + failed.reports] == [
+        ("start", 2),
         ("complete", 2),
+        ("start", 2),
         ("fail", 2),
     ]
 
@@ -504,4 +510,4 @@ def test_a_task_on_a_newer_attempt_is_not_reported():
     )
 
     assert outcome == SUPERSEDED
-    assert omoi.reports == []
+    assert [kind for kind, _ in omoi.reports] == ["start"]

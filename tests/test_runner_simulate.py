@@ -112,8 +112,8 @@ class RecordingOmoi:
         if name in self.refuse:
             raise self.refuse[name]
 
-    def start(self, task_id):
-        self._called("start", task_id)
+    def start(self, task_id, attempt=None):
+        self._called("start", task_id, attempt=attempt)
 
     def phase(self, key, board=None):
         self._called("phase", key, board=board)
@@ -160,7 +160,17 @@ def test_it_completes_with_every_done_definition_and_the_claims_attempt():
     assert report["artifacts"] == [{"artifact_type": "document", "name": "document for task 41"}]
     assert report["attempt"] == 2
     assert report["result"]["simulated"] is True
+    assert omoi.calls[0] == ("start", (41,), {"attempt": 2})
     assert omoi.calls[1] == ("phase", ("PHASE_X",), {"board": "demo"})
+
+
+def test_a_task_it_had_started_before_is_not_started_again():
+    omoi = RecordingOmoi(PHASE)
+
+    outcome = simulated(omoi, failure_rate=0, discovery_rate=0)({**TASK, "status": "running", "attempt": 1})
+
+    assert outcome == COMPLETED
+    assert omoi.names() == ["phase", "complete"]
 
 
 def test_it_fails_on_purpose_retryably():

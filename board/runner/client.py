@@ -181,8 +181,9 @@ class Omoi:
     def task(self, task_id):
         return self.call("GET", f"/tasks/{task_id}")
 
-    def start(self, task_id):
-        return self.call("POST", f"/tasks/{task_id}/start")
+    def start(self, task_id, *, attempt=None):
+        """Mark the task running. `attempt` is the claimed task's, when it has one: a superseded attempt gets 409."""
+        return self.call("POST", f"/tasks/{task_id}/start", {"attempt": attempt} if attempt is not None else {})
 
     def complete(self, task_id, *, result=None, artifacts=(), completed_criteria=(), attempt=None):
         """Report the task done. `attempt` is the claimed task's, when it has one: a superseded attempt gets 409."""

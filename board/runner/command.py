@@ -28,6 +28,7 @@ from .loop import (
     log_line,
     report_completion,
     report_failure,
+    start_task,
 )
 from .process import EXITED, IDLE, STOPPED, TIMED_OUT, run_watched
 
@@ -236,7 +237,7 @@ class CommandAgent:
         self.shell = shell
 
     def __call__(self, task):
-        self.omoi.start(task["id"])
+        start_task(self.omoi, task, log=self.log)
         prompt = render_prompt(task, self.omoi.instructions(task["phase"], board=task["board"]))
         timeout = self.timeout if self.timeout is not None else task.get("timeout_seconds")
         with tempfile.TemporaryDirectory(prefix=f"omoi-task-{task['id']}-") as scratch:

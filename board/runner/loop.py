@@ -173,6 +173,18 @@ def work_safely(omoi, work, task, *, log=log_line):
         return ABANDONED
 
 
+def start_task(omoi, task, *, log=log_line):
+    """Mark a claimed task running, unless it already is.
+
+    An agent holds one task at a time and a claim answers the task it holds:
+    after a restart the runner may be handed back a task it had started.
+    """
+    if task.get("status") == "running":
+        log(f"Task {task['id']} was started before (this agent holds it): working it again.")
+        return
+    omoi.start(task["id"], attempt=task.get("attempt"))
+
+
 def report_failure(omoi, task, error, *, retryable=True, log=log_line):
     """Fail the task with `error`; a 409 (superseded attempt, or no longer ours) is logged, not raised."""
     try:

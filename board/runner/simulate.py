@@ -12,7 +12,7 @@ import random
 import re
 import time
 
-from .loop import Heartbeat, Stop, log_line, report_completion, report_failure
+from .loop import Heartbeat, Stop, log_line, report_completion, report_failure, start_task
 
 # At speed 1 a task takes a person-watchable few seconds.
 THINK_SECONDS = (2.0, 6.0)
@@ -66,7 +66,7 @@ class SimulatedAgent:
         self.log = log
 
     def __call__(self, task):
-        self.omoi.start(task["id"])
+        start_task(self.omoi, task, log=self.log)
         thinking = self.rng.uniform(*self.think_range) / self.speed
         self.pause(thinking * 0.6)
         phase = self.omoi.phase(task["phase"], board=task["board"])
