@@ -298,7 +298,7 @@ def test_an_agent_claims_starts_and_completes_a_task_over_http(server, builder, 
     done = omoi.complete(
         task.pk,
         result={"summary": "Sent."},
-        artifacts=[{"artifact_type": "file", "path": "src/reset.py"}],
+        artifacts=[{"type": "file", "path": "src/reset.py"}],
         completed_criteria=phase["done_definitions"][:1],
         attempt=claimed.get("attempt"),
     )

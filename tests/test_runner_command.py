@@ -224,7 +224,7 @@ def test_a_successful_agent_completes_the_task_with_its_result(runner, claimed, 
     done = Task.objects.get(pk=task["id"])
     assert done.status == Task.Status.COMPLETED
     assert done.result["summary"] == f"Did task {task['id']}."
-    assert done.artifacts == [{"artifact_type": "file", "path": f"src/{task['ticket_id']}.py"}]
+    assert done.artifacts == [{"type": "file", "path": f"src/{task['ticket_id']}.py"}]
     assert done.completed_criteria == ["It works"]
     assert done.started_at is not None  # the runner started it before running the agent
     prompt = done.result["prompt"]

@@ -34,9 +34,8 @@ TASK = {"id": 41, "ticket_id": 12, "title": "Send the reset e-mail!", "phase": "
         ("tests/**/test_*.py", "tests/sim/test_send-the-reset-e-mail.py"),
         ("**/*.py", "sim/send-the-reset-e-mail.py"),
         ("docs/**", "docs/sim/send-the-reset-e-mail"),
-        ("src/[b-d]?.py", "src/bx.py"),
-        ("src/[!x]*.py", "src/ysend-the-reset-e-mail.py"),
-        ("notes[.txt", "notes[.txt"),
+        ("src/?.py", "src/x.py"),
+        ("src/[ab].py", "src/[ab].py"),  # brackets stand for themselves, as in the phase gate's globs
         ("ticket description", "ticket description"),
     ],
 )
@@ -52,7 +51,6 @@ def test_globs_span_folders_only_with_two_stars():
     assert glob_regex("tests/**/test_*.py").match("tests/unit/api/test_a.py")
     assert not glob_regex("tests/*.py").match("tests/unit/test_a.py")
     assert not glob_regex("src/?.py").match("src/ab.py")
-    assert not glob_regex("src/[!a]").match("src/a")
     assert not glob_regex("docs/*.md").match("docs/a.md.bak")
 
 
@@ -74,13 +72,13 @@ def test_outputs_follow_the_phases_patterns_types_and_rules():
     artifacts = outputs_for(phase, TASK, random.Random(1))
 
     assert artifacts == [
-        {"artifact_type": "document", "path": "docs/design/12.md"},
-        {"artifact_type": "file", "path": "src/12/send-the-reset-e-mail-1.py"},
-        {"artifact_type": "file", "path": "src/12/send-the-reset-e-mail-2.py"},
-        {"artifact_type": "file", "path": "src/12/send-the-reset-e-mail-3.py"},
-        {"artifact_type": "test", "path": "tests/sim/test_send-the-reset-e-mail.py", "passed": 4, "failed": 0},
-        {"artifact_type": "test", "path": "tests/test_smoke.py", "passed": 2, "failed": 0},
-        {"artifact_type": "decision", "name": "decision for task 41"},
+        {"type": "document", "path": "docs/design/12.md"},
+        {"type": "file", "path": "src/12/send-the-reset-e-mail-1.py"},
+        {"type": "file", "path": "src/12/send-the-reset-e-mail-2.py"},
+        {"type": "file", "path": "src/12/send-the-reset-e-mail-3.py"},
+        {"type": "test", "path": "tests/sim/test_send-the-reset-e-mail.py", "passed": 4, "failed": 0},
+        {"type": "test", "path": "tests/test_smoke.py", "passed": 2, "failed": 0},
+        {"type": "decision", "name": "decision for task 41"},
     ]
 
 
@@ -157,7 +155,7 @@ def test_it_completes_with_every_done_definition_and_the_claims_attempt():
     _, (task_id,), report = omoi.calls[-1]
     assert task_id == 41
     assert report["completed_criteria"] == ["Spec written", "Spec reviewed"]
-    assert report["artifacts"] == [{"artifact_type": "document", "name": "document for task 41"}]
+    assert report["artifacts"] == [{"type": "document", "name": "document for task 41"}]
     assert report["attempt"] == 2
     assert report["result"]["simulated"] is True
     assert omoi.calls[0] == ("start", (41,), {"attempt": 2})
@@ -272,6 +270,18 @@ def run_agent_command(server, token, *options):
     return out.getvalue()
 
 
+def satisfies(output, artifacts, ticket_id):
+    """Whether the artifacts meet one expected output as the phase gate reads it: type, pattern, count, passing."""
+    pattern = glob_regex(str(output.get("pattern") or "").replace("<ticket-id>", str(ticket_id)))
+    matching = [
+        artifact
+        for artifact in artifacts
+        if artifact["type"] == output["type"] and (not output.get("pattern") or pattern.match(artifact["path"]))
+    ]
+    passing = max((artifact.get("passed", 0) for artifact in matching), default=0)
+    return len(matching) >= (output.get("min_count") or 1) and passing >= (output.get("min_passing") or 0)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_run_agent_simulate_completes_tasks_as_their_phases_ask(server, builder, tasks):
     agent, token = builder
@@ -289,11 +299,7 @@ def test_run_agent_simulate_completes_tasks_as_their_phases_ask(server, builder,
         assert phase.missing_done_criteria(task.completed_criteria) == []
         assert task.result["simulated"] is True
         for output in phase.required_outputs():
-            matches = glob_regex(output["pattern"].replace("<ticket-id>", str(task.ticket_id)))
-            assert any(
-                artifact["artifact_type"] == output["type"] and matches.match(artifact["path"])
-                for artifact in task.artifacts
-            ), (output, task.artifacts)
+            assert satisfies(output, task.artifacts, task.ticket_id), (output, task.artifacts)
     assert "Agent builder on" in log
     assert "Stopped after 3 task(s)." in log
     agent.refresh_from_db()

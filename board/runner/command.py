@@ -60,7 +60,7 @@ RESULT_HOWTO = """\
 When you have finished, end your output with one line holding a JSON object, or write that object to the
 file named by the environment variable OMOI_RESULT_FILE:
 
-    {"summary": "<what you did, in a few sentences>", "artifacts": [{"artifact_type": "<type>", "path": "<path>"}], "completed_criteria": ["<each completion criterion you met, copied word for word>"]}
+    {"summary": "<what you did, in a few sentences>", "artifacts": [{"type": "<type>", "path": "<path>"}], "completed_criteria": ["<each completion criterion you met, copied word for word>"]}
 
 List an artifact for each expected output you produced. If you cannot do the task, say why and exit with a
 non-zero status: the task is then retried. To record a discovery (a bug, a missing requirement, anything outside

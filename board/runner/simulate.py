@@ -124,8 +124,9 @@ def outputs_for(phase, task, rng=None):
     """Artifacts that satisfy the phase's expected outputs for this task.
 
     Each output with a `pattern` (a glob: `<ticket-id>` is the ticket's id,
-    `**` spans folders) gets a path matching it, of the output's type
-    (`artifact_type`, or `type` as workflow files name it). `min_count: N`
+    `**` spans folders) gets an artifact `{"type": …, "path": …}` of the
+    output's type (`type`, or `artifact_type`) with a path matching it, as the
+    phase gate looks for them. `min_count: N`
     (a key, or in the `validation_rule` text) asks for N of them;
     `min_passing: N` puts `"passed": N` on a test artifact. Optional outputs
     are produced half the time.
@@ -135,12 +136,12 @@ def outputs_for(phase, task, rng=None):
     for output in phase.get("expected_outputs") or []:
         if not output.get("required", True) and rng.random() < 0.5:
             continue
-        kind = output.get("artifact_type") or output.get("type") or "file"
+        kind = output.get("type") or output.get("artifact_type") or "file"
         count = min(MAX_COPIES, max(1, _rule_number(output, "min_count") or 1))
         passing = _rule_number(output, "min_passing")
         pattern = str(output.get("pattern") or "")
         for copy in range(1, count + 1):
-            artifact = {"artifact_type": kind}
+            artifact = {"type": kind}
             if pattern:
                 word = _slug(task["title"], task["id"]) + (f"-{copy}" if count > 1 else "")
                 artifact["path"] = path_matching(pattern.replace("<ticket-id>", str(task["ticket_id"])), word)
@@ -168,81 +169,37 @@ def _slug(title, task_id):
 
 
 def path_matching(pattern, word):
-    """A path the glob `pattern` matches: `*` becomes `word`, `**` one folder, `?` and `[…]` one allowed character."""
+    """A path the glob `pattern` matches: `*` becomes `word`, `**` one folder, `?` one letter.
+
+    The same glob as the phase gate's (board/selectors/gates.py): only `*`,
+    `**` and `?` are wildcards; everything else stands for itself.
+    """
     parts = []
     position = 0
     while position < len(pattern):
-        char = pattern[position]
         if pattern.startswith("**", position):
             position += 2
             parts.append("sim" if pattern.startswith("/", position) else "sim/" + word)
             continue
-        if char == "*":
-            parts.append(word)
-        elif char == "?":
-            parts.append("x")
-        elif char == "[" and (end := _class_end(pattern, position)) is not None:
-            parts.append(_class_member(pattern[position + 1 : end]))
-            position = end
-        else:
-            parts.append(char)
+        char = pattern[position]
+        parts.append(word if char == "*" else "x" if char == "?" else char)
         position += 1
     return "".join(parts)
 
 
 def glob_regex(pattern):
-    """The regular expression for a glob: `**` spans folders, `*` and `?` stay inside one, `[…]` a character class."""
+    """The regular expression for a glob: `**` spans folders, `*` and `?` stay inside one."""
     parts = []
     position = 0
     while position < len(pattern):
-        char = pattern[position]
         if pattern.startswith("**/", position):
-            parts.append("(?:[^/]+/)*")
+            parts.append("(?:[^/]*/)*")
             position += 3
-            continue
-        if pattern.startswith("**", position):
+        elif pattern.startswith("**", position):
             parts.append(".*")
             position += 2
-            continue
-        if char == "*":
-            parts.append("[^/]*")
-        elif char == "?":
-            parts.append("[^/]")
-        elif char == "[" and (end := _class_end(pattern, position)) is not None:
-            body = pattern[position + 1 : end]
-            negated = body[:1] in ("!", "^")
-            members = body[1:] if negated else body
-            parts.append(("[^" if negated else "[") + members.replace("\\", "\\\\") + "]")
-            position = end
         else:
-            parts.append(re.escape(char))
-        position += 1
-    return re.compile("".join(parts) + r"\Z")
-
-
-def _class_end(pattern, start):
-    """Where the character class opened at `start` closes; None when it does not (then `[` is literal)."""
-    position = start + 1
-    if pattern[position : position + 1] in ("!", "^"):
-        position += 1
-    if pattern[position : position + 1] == "]":
-        position += 1  # a `]` first in the class is a member, as in fnmatch
-    end = pattern.find("]", position)
-    return end if end != -1 else None
-
-
-def _class_member(body):
-    negated = body[:1] in ("!", "^")
-    members = body[1:] if negated else body
-    allowed = set()
-    index = 0
-    while index < len(members):
-        if index + 2 < len(members) and members[index + 1] == "-":
-            allowed.update(chr(code) for code in range(ord(members[index]), ord(members[index + 2]) + 1))
-            index += 3
-        else:
-            allowed.add(members[index])
-            index += 1
-    if not negated:
-        return min(allowed)
-    return next(char for char in "xyzabcdefghijklmnopqrstuvw0123456789_" if char not in allowed)
+            char = pattern[position]
+            parts.append("[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char))
+            position += 1
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)

@@ -14,7 +14,7 @@ print("progress: {not json}", file=sys.stderr)
 seen = {name: value for name, value in os.environ.items() if name.startswith("OMOI_")}
 result = {
     "summary": f"Did task {os.environ['OMOI_TASK_ID']}.",
-    "artifacts": [{"artifact_type": "file", "path": f"src/{os.environ['OMOI_TICKET_ID']}.py"}],
+    "artifacts": [{"type": "file", "path": f"src/{os.environ['OMOI_TICKET_ID']}.py"}],
     "completed_criteria": ["It works"],
     "prompt": prompt,
     "stdin_after_file": sys.stdin.read() if len(sys.argv) > 1 else None,
