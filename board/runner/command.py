@@ -30,7 +30,7 @@ from .loop import (
     report_failure,
     start_task,
 )
-from .process import EXITED, IDLE, STOPPED, TIMED_OUT, run_watched
+from .process import IDLE, STOPPED, TIMED_OUT, run_watched
 
 # Ready-made commands for the agents people run. Each reads the prompt on standard input and prints
 # its final answer on standard output, where the runner looks for the result line the prompt asks for.
@@ -273,7 +273,9 @@ class CommandAgent:
     def report(self, task, run, written, *, timeout=None):
         """Tell the API what became of the task, unless the child already did."""
         if run.reason == STOPPED:
-            outcome = report_failure(self.omoi, task, "The agent runner was stopped before the command finished.")
+            outcome = report_failure(
+                self.omoi, task, "The agent runner was stopped before the command finished.", log=self.log
+            )
             return ABANDONED if outcome == FAILED else outcome
         settled = self._settled_elsewhere(task)
         if settled:
@@ -286,7 +288,6 @@ class CommandAgent:
                 else f"printed nothing for {self.idle_timeout} s"
             )
             return self._fail(task, f"The command {limit} and was stopped.", tail)
-        assert run.reason == EXITED
         if run.returncode != 0:
             return self._fail(task, f"The command exited with status {run.returncode}.", tail)
         result = read_result(run.stdout.text(), written)

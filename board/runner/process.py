@@ -17,7 +17,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-EXITED, TIMED_OUT, IDLE, STOPPED = "exited", "timed out", "idle", "stopped"
+# Why a child ended, as the log says it: "the command <reason> after 3.2 s".
+EXITED = "exited"
+TIMED_OUT = "was stopped at its time-out"
+IDLE = "was stopped for printing nothing"
+STOPPED = "was stopped with the runner"
 READ_CHUNK = 64 * 1024
 # Enough for the largest result object an agent prints last (Claude Code's carries its whole answer).
 STDOUT_TAIL_BYTES = 1024 * 1024

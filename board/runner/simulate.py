@@ -16,9 +16,8 @@ from .loop import Heartbeat, Stop, log_line, report_completion, report_failure, 
 
 # At speed 1 a task takes a person-watchable few seconds.
 THINK_SECONDS = (2.0, 6.0)
-# The API accepts at most this many artifacts on a completion.
+# The API accepts at most this many artifacts on a completion (and no output may ask for more).
 MAX_ARTIFACTS = 100
-MAX_COPIES = 20
 
 DISCOVERIES = [
     ("bug", "Saving {title!r} with an empty description fails with a server error instead of a message."),
@@ -123,13 +122,12 @@ class SimulatedAgent:
 def outputs_for(phase, task, rng=None):
     """Artifacts that satisfy the phase's expected outputs for this task.
 
-    Each output with a `pattern` (a glob: `<ticket-id>` is the ticket's id,
-    `**` spans folders) gets an artifact `{"type": …, "path": …}` of the
-    output's type (`type`, or `artifact_type`) with a path matching it, as the
-    phase gate looks for them. `min_count: N`
-    (a key, or in the `validation_rule` text) asks for N of them;
-    `min_passing: N` puts `"passed": N` on a test artifact. Optional outputs
-    are produced half the time.
+    Each output gets an artifact of its type (`type`, or `artifact_type`):
+    `{"type": …, "path": …}` with a path matching its `pattern` (a glob:
+    `<ticket-id>` is the ticket's id, `**` spans folders), as the phase gate
+    looks for them. `min_count: N` (a key, or in the `validation_rule` text)
+    asks for N of them; `min_passing: N` puts `"passed": N` on a test
+    artifact. Optional outputs are produced half the time.
     """
     rng = rng or random.Random()
     artifacts = []
@@ -137,7 +135,7 @@ def outputs_for(phase, task, rng=None):
         if not output.get("required", True) and rng.random() < 0.5:
             continue
         kind = output.get("type") or output.get("artifact_type") or "file"
-        count = min(MAX_COPIES, max(1, _rule_number(output, "min_count") or 1))
+        count = min(MAX_ARTIFACTS, max(1, _rule_number(output, "min_count") or 1))
         passing = _rule_number(output, "min_passing")
         pattern = str(output.get("pattern") or "")
         for copy in range(1, count + 1):
