@@ -89,6 +89,16 @@ MAX_CONFIGURATION_BYTES = 64 * 1024
 MAX_CONFIGURATION_DEPTH = 16
 # Integers beyond 2**53 lose digits in JavaScript and in most JSON readers.
 JSON_SAFE_INTEGER = 2**53
+# Tasks the orchestrator creates when a ticket enters a phase: a handful, not a backlog.
+MAX_DEFAULT_TASKS = 20
+# Column sizes of a task (board.models.Task); capabilities as the agent API takes them.
+MAX_TASK_TYPE = 64
+MAX_CAPABILITY = 64
+MAX_CAPABILITIES = 50
+PRIORITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+# An agent reports at most 100 artifacts with a task, so no output can ask for more copies than that.
+MAX_OUTPUT_COUNT = 100
+MAX_PASSING_TESTS = 1_000_000
 
 
 def _text_problem(value):
@@ -151,6 +161,23 @@ class ExpectedOutput(_Strict):
     pattern: _one_line_text(MAX_PATTERN, strip=False) = ""
     required: bool = True
     validation_rule: _text(MAX_RULE) | None = None
+    # Checked by the phase gate against the artifacts agents report: at least this many matching the
+    # pattern, and (for tests) at least this many passing.
+    min_count: Annotated[int, Field(ge=1, le=MAX_OUTPUT_COUNT)] | None = None
+    min_passing: Annotated[int, Field(ge=1, le=MAX_PASSING_TESTS)] | None = None
+
+
+class DefaultTask(_Strict):
+    """A task the orchestrator creates when a ticket enters the phase, as the agent API would create it."""
+
+    title: Name
+    task_type: _one_line_text(MAX_TASK_TYPE, min_length=1) = "work"
+    description: Description = ""
+    required_capabilities: Annotated[
+        list[_one_line_text(MAX_CAPABILITY, min_length=1)], Field(max_length=MAX_CAPABILITIES)
+    ] = []
+    # None: the ticket's priority.
+    priority: Literal[PRIORITIES] | None = None
 
 
 def _json_problems(value, path, depth):
@@ -196,7 +223,12 @@ class PhaseConfiguration(BaseModel):
     retry_backoff_seconds: Annotated[float, Field(ge=0, le=MAX_RETRY_BACKOFF_SECONDS, allow_inf_nan=False)] | None = (
         None
     )
+    # The cap of the doubling back-off (the orchestrator's OMOI_RETRY_BACKOFF_MAX when left out).
+    retry_backoff_max_seconds: (
+        Annotated[float, Field(ge=0, le=MAX_RETRY_BACKOFF_SECONDS, allow_inf_nan=False)] | None
+    ) = None
     holding: bool | None = None
+    default_tasks: Annotated[list[DefaultTask], Field(max_length=MAX_DEFAULT_TASKS)] | None = None
 
     @model_validator(mode="after")
     def _storable_as_json(self):
@@ -204,6 +236,15 @@ class PhaseConfiguration(BaseModel):
             InitErrorDetails(type=PydanticCustomError("json_unstorable", message), loc=loc, input=None)
             for loc, message in _json_problems(self.__pydantic_extra__ or {}, (), 0)
         ]
+        low, high = self.retry_backoff_seconds, self.retry_backoff_max_seconds
+        if low is not None and high is not None and high < low:
+            # A cap below the first delay would make every retry wait the cap: surely a slip.
+            message = f"is below retry_backoff_seconds ({low:g}); the cap cannot be shorter than the first delay"
+            errors.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("backoff_cap", message), loc=("retry_backoff_max_seconds",), input=None
+                )
+            )
         if not errors:
             size = len(json.dumps(self.model_dump(exclude_none=True), ensure_ascii=False).encode())
             if size > MAX_CONFIGURATION_BYTES:
@@ -280,10 +321,22 @@ def order_problems(orders, label, ids=None):
     return problems
 
 
+def _lines(value):
+    # Some workflow files write the result criteria as one text: each of its lines is a criterion.
+    if isinstance(value, str):
+        return [line.strip() for line in value.splitlines() if line.strip()]
+    return value
+
+
 class WorkflowDefinition(_Strict):
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=100)] | None = None
     name: Name
     description: Description = ""
+    # OmoiOS's result settings: a ticket ends with a result an agent submits and staff review, against
+    # these criteria; accepting it with stop_all cancels the ticket's open work.
+    has_result: bool = False
+    result_criteria: Annotated[list[Line], Field(max_length=MAX_LINES), BeforeValidator(_lines)] = []
+    on_result_found: Literal["stop_all", "do_nothing"] = "do_nothing"
     phases: Annotated[list[PhaseDefinition], Field(min_length=1, max_length=MAX_PHASES)]
     board_columns: Annotated[list[ColumnDefinition], Field(max_length=MAX_PHASES)] | None = None
 

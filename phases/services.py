@@ -9,12 +9,31 @@ from .models import BoardColumn, Phase, Workflow
 from .schema import (
     SLUG_PATTERN,
     ColumnDefinition,
+    DefaultTask,
     ExpectedOutput,
     PhaseConfiguration,
     PhaseDefinition,
     WorkflowDefinition,
 )
 from .workflow_files import Problem, WorkflowFileError, dump_workflow
+
+# Who moves the rows of a phase a reload removes. Tickets, tasks and agents belong to the board app, which
+# this app never imports (imports go one way: phases <- board). Moving a ticket is the board's business: it
+# writes the ticket's history and tells open boards, so the board app registers a mover here from its
+# AppConfig.ready(), and every path that loads a workflow (load_workflow, its --watch mode, the admin's
+# import) reaches it through apply_definition. A registry rather than an argument, so that no caller can
+# forget it; rather than a signal, so that it is one explicit call inside the reload's transaction.
+_phase_movers = []
+
+
+def phase_mover_register(mover):
+    """Have `mover(*, old_phase, new_phase)` move its app's rows off a phase a reload removes and remaps.
+
+    Called inside the reload's transaction, after the new phases and columns are written and before the old
+    phase is deleted. Whatever still points at the old phase afterwards is re-pointed by a plain update.
+    """
+    if mover not in _phase_movers:
+        _phase_movers.append(mover)
 
 
 @dataclass
@@ -113,6 +132,10 @@ def apply_definition(definition, *, slug, overwrite=False, remap=None, registry=
         workflow.version += 1
     workflow.name = definition.name
     workflow.description = definition.description
+    # A migration's historical Workflow may predate these fields; they are then plain attributes, not saved.
+    workflow.has_result = definition.has_result
+    workflow.result_criteria = list(definition.result_criteria)
+    workflow.on_result_found = definition.on_result_found
     workflow.save()
 
     result = LoadResult(workflow=workflow, created=created)
@@ -133,17 +156,6 @@ def apply_definition(definition, *, slug, overwrite=False, remap=None, registry=
         phases[item.id] = phase
     for item in definition.phases:
         phases[item.id].allowed_transitions.set([phases[key] for key in item.allowed_transitions])
-
-    for old in removed:
-        if old in remap:
-            target = phases[remap[old]]
-            for relation in _referencing_relations(PhaseModel):
-                relation.related_model._base_manager.filter(**{relation.field.name: existing[old]}).update(
-                    **{relation.field.name: target}
-                )
-            result.remapped[old] = (remap[old], references[old])
-        existing[old].delete()
-        result.phases_removed.append(old)
 
     column_items = definition.columns()
     old_columns = {column.key: column for column in ColumnModel._base_manager.filter(workflow=workflow)}
@@ -167,6 +179,21 @@ def apply_definition(definition, *, slug, overwrite=False, remap=None, registry=
         if item.auto_transition_to:
             columns[item.id].auto_transition_to = columns[item.auto_transition_to]
             columns[item.id].save(update_fields=["auto_transition_to"])
+
+    # After the columns: a moved ticket goes to the end of its new phase's column as the file defines it.
+    for old in removed:
+        if old in remap:
+            target = phases[remap[old]]
+            # Historical models (migrations) have no movers' services to go through.
+            for mover in _phase_movers if registry is None else ():
+                mover(old_phase=existing[old], new_phase=target)
+            for relation in _referencing_relations(PhaseModel):
+                relation.related_model._base_manager.filter(**{relation.field.name: existing[old]}).update(
+                    **{relation.field.name: target}
+                )
+            result.remapped[old] = (remap[old], references[old])
+        existing[old].delete()
+        result.phases_removed.append(old)
     return result
 
 
@@ -195,6 +222,17 @@ def workflow_load(*, definition, slug=None, overwrite=False, remap=None, dry_run
     return result
 
 
+def _configuration(stored):
+    """A stored configuration in the file's shape; its default tasks become models, so they export as written."""
+    configuration = dict(stored) if isinstance(stored, dict) else stored
+    tasks = configuration.get("default_tasks") if isinstance(configuration, dict) else None
+    if isinstance(tasks, list):
+        configuration["default_tasks"] = [
+            DefaultTask.model_construct(**task) if isinstance(task, dict) else task for task in tasks
+        ]
+    return PhaseConfiguration.model_construct(**configuration) if isinstance(configuration, dict) else configuration
+
+
 def workflow_definition(workflow):
     """The definition of a stored workflow, in the file's shape."""
     phases = list(workflow.phases.all().with_transitions().order_by("sequence_order", "key"))
@@ -207,6 +245,9 @@ def workflow_definition(workflow):
         slug=workflow.slug,
         name=workflow.name,
         description=workflow.description,
+        has_result=workflow.has_result,
+        result_criteria=workflow.result_criteria,
+        on_result_found=workflow.on_result_found,
         phases=[
             PhaseDefinition.model_construct(
                 id=phase.key,
@@ -224,7 +265,7 @@ def workflow_definition(workflow):
                 ],
                 phase_prompt=phase.phase_prompt,
                 next_steps_guide=list(phase.next_steps_guide),
-                configuration=PhaseConfiguration.model_construct(**phase.configuration),
+                configuration=_configuration(phase.configuration),
             )
             for phase in phases
         ],

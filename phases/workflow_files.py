@@ -66,6 +66,9 @@ class Problem:
     path: str
     message: str
     line: int | None = None
+    # Names the rule for callers that treat one differently (the admin lets a phase it has just added wait
+    # for its column); empty for most.
+    code: str = ""
 
     def __post_init__(self):
         # Paths and messages quote the file's own keys and values, which may hold line breaks.
@@ -369,6 +372,9 @@ def _orders(items):
     return orders
 
 
+UNMAPPED_PHASE = "unmapped_phase"
+
+
 def _reference_problems(data, index):
     """Rules that span several parts of the file: ids, order, transitions, column mappings.
 
@@ -378,8 +384,8 @@ def _reference_problems(data, index):
     """
     problems = []
 
-    def add(parts, message):
-        problems.append(Problem(format_path(parts), message, index.line_for(parts)))
+    def add(parts, message, code=""):
+        problems.append(Problem(format_path(parts), message, index.line_for(parts), code))
 
     phases = data.get("phases") if isinstance(data.get("phases"), list) else []
     columns = data.get("board_columns") if isinstance(data.get("board_columns"), list) else None
@@ -459,7 +465,11 @@ def _reference_problems(data, index):
                 add(parts, f"column {ident!r} cannot auto-transition to itself")
     for pos, ident in firsts:
         if ident not in mapped and ident not in repeated_ids["phases"]:
-            add(("phases", pos, "id"), f"phase {ident!r} is in no board column, so its tickets would not be shown")
+            add(
+                ("phases", pos, "id"),
+                f"phase {ident!r} is in no board column, so its tickets would not be shown",
+                UNMAPPED_PHASE,
+            )
     return problems
 
 
@@ -528,9 +538,12 @@ def dump_workflow(definition, *, header=None):
     data = definition.model_dump(mode="json", exclude_none=False)
     for phase in data["phases"]:
         phase["configuration"] = {key: value for key, value in phase["configuration"].items() if value is not None}
-        for output in phase["expected_outputs"]:
-            if output.get("validation_rule") is None:
-                output.pop("validation_rule", None)
+        for position, output in enumerate(phase["expected_outputs"]):
+            phase["expected_outputs"][position] = {key: value for key, value in output.items() if value is not None}
+        tasks = phase["configuration"].get("default_tasks")
+        for task in tasks if isinstance(tasks, list) else ():
+            if isinstance(task, dict) and task.get("priority") is None:
+                task.pop("priority", None)
     if data.get("slug") is None:
         data.pop("slug", None)
     if data.get("board_columns") is None:

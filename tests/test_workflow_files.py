@@ -103,8 +103,8 @@ def test_it_reports_unknown_keys():
 
 
 def test_it_reports_unknown_keys_in_expected_outputs():
-    problem = one_problem(VALID.replace("required: true", "required: true\n        min_passing: 3"))
-    assert problem.path == "phases[0].expected_outputs[0].min_passing"
+    problem = one_problem(VALID.replace("required: true", "required: true\n        min_pass: 3"))
+    assert problem.path == "phases[0].expected_outputs[0].min_pass"
 
 
 def test_it_reports_missing_required_keys():

@@ -2,10 +2,10 @@
 
 import pytest
 
-from board.models import PhaseHistory
+from board.models import Event, PhaseHistory
 from board.services import ticket_create, ticket_transition
 from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
-from phases.models import BoardColumn, Phase, Workflow
+from phases.models import Phase, Workflow
 from phases.services import workflow_export, workflow_load
 from phases.workflow_files import WorkflowFileError, parse_workflow, read_workflow_file
 
@@ -161,11 +161,13 @@ def test_overwrite_updates_phases_in_place_so_tickets_keep_their_phase(workflow,
     ids = phase_ids(workflow)
     text = DEFAULT_WORKFLOW_FILE.read_text().replace("    name: Design\n", "    name: Technical design\n")
 
+    version = workflow.version
+
     result = load(text, overwrite=True)
 
     workflow.refresh_from_db()
     assert result.created is False
-    assert workflow.version == 2
+    assert workflow.version == version + 1
     assert phase_ids(workflow) == ids
     assert result.phases_updated == list(ids)
     assert (result.phases_added, result.phases_removed) == ([], [])
@@ -334,10 +336,14 @@ def test_history_survives_a_removed_phase(review_board, alice):
         done,
         "PHASE_DONE",
     )
-    # The remapped ticket's history still says where it was.
+    # The remapped ticket's history still says where it was, and how it left.
     other = review_board.tickets.exclude(pk=ticket.pk).get()
-    assert list(other.history.values_list("to_phase", "to_key")) == [(None, "PHASE_REVIEW")]
-    assert PhaseHistory.objects.filter(ticket__board=review_board).count() == 3
+    todo = review_board.workflow.phases.get(key="PHASE_TODO")
+    assert list(other.history.values_list("from_key", "to_phase", "to_key", "kind")) == [
+        ("", None, "PHASE_REVIEW", "normal"),
+        ("PHASE_REVIEW", todo.pk, "PHASE_TODO", "jump"),
+    ]
+    assert PhaseHistory.objects.filter(ticket__board=review_board).count() == 4
 
 
 # All or nothing
@@ -345,19 +351,21 @@ def test_history_survives_a_removed_phase(review_board, alice):
 
 def test_a_failure_after_phases_were_written_leaves_the_database_as_it_was(review_board, monkeypatch):
     before = database_state()
+    events = Event.objects.count()
     seen = []
 
-    def fail(column, *args, **kwargs):
-        # By now phases are written, tickets moved and PHASE_REVIEW deleted.
+    def fail(phase, *args, **kwargs):
+        # By now phases and columns are written and the tickets moved, with their history and events.
         seen.append(sorted(review_board.tickets.values_list("phase__key", flat=True)))
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(BoardColumn, "save", fail)
+    monkeypatch.setattr(Phase, "delete", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         load(SMALL.replace("name: Small", "name: Renamed"), overwrite=True, remap={"PHASE_REVIEW": "PHASE_TODO"})
 
     assert seen == [["PHASE_TODO", "PHASE_TODO"]]
     assert database_state() == before
+    assert Event.objects.count() == events
     assert Workflow.objects.get(slug="small").name == "Small with review"
 
 
@@ -447,11 +455,10 @@ def test_export_of_a_small_workflow_reads_back_as_its_file():
     assert parse_workflow(workflow_export(workflow=workflow)) == parse_workflow(SMALL)
 
 
-def test_export_says_which_version_it_came_from(workflow):
-    assert workflow_export(workflow=workflow).splitlines()[0] == (
-        "# Workflow 'software_development', version 1, exported from Omoi."
-    )
-    load(DEFAULT_WORKFLOW_FILE.read_text(), overwrite=True)
+def test_export_says_which_version_it_came_from():
+    workflow = load(SMALL).workflow
+    assert workflow_export(workflow=workflow).splitlines()[0] == "# Workflow 'small', version 1, exported from Omoi."
+    load(SMALL, overwrite=True)
     workflow.refresh_from_db()
     assert "version 2" in workflow_export(workflow=workflow).splitlines()[0]
 
@@ -476,5 +483,5 @@ def test_export_then_overwrite_changes_nothing_but_the_version(workflow):
 
     after = database_state()
     [(pk, slug, name, description, version)] = after.pop("workflows")
-    assert (pk, slug, name, description, version) == (*before.pop("workflows")[0][:4], 2)
+    assert (pk, slug, name, description, version) == (*before.pop("workflows")[0][:4], workflow.version + 1)
     assert after == before

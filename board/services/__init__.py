@@ -17,6 +17,7 @@ from .agents import (
     token_hash,
 )
 from .ordering import POSITION_GAP
+from .remap import phase_remap, tickets_remap_phase
 from .tasks import (
     PRIORITY_SCORE,
     task_claim,
@@ -41,6 +42,7 @@ __all__ = [
     "agent_token_rotate",
     "agent_update",
     "idempotency_prune",
+    "phase_remap",
     "task_claim",
     "task_complete",
     "task_create",
@@ -52,5 +54,6 @@ __all__ = [
     "ticket_move",
     "ticket_transition",
     "ticket_update",
+    "tickets_remap_phase",
     "token_hash",
 ]

@@ -33,19 +33,22 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="OLD=NEW",
-            help="Move what uses a phase the file removes to another phase; repeat as needed.",
+            help=(
+                "Move what uses a phase the file removes to another phase; repeat as needed. With --watch, "
+                "each reload uses the pairs whose old phase its file removes."
+            ),
         )
         parser.add_argument("--dry-run", action="store_true", help="Check everything, change nothing.")
         parser.add_argument("--watch", metavar="DIR", help="Reload workflow files in DIR whenever they change.")
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds between checks with --watch.")
 
     def handle(self, *args, **options):
+        remap = parse_remap(options["remap"])
         if options["watch"]:
-            return self.watch(options["watch"], options["interval"])
+            return self.watch(options["watch"], options["interval"], remap)
         if not options["file"]:
             raise CommandError("Give a workflow file to load, or --watch DIR.")
         path = Path(options["file"])
-        remap = parse_remap(options["remap"])
         try:
             definition = read_workflow_file(path)
             result = workflow_load(
@@ -60,8 +63,8 @@ class Command(BaseCommand):
             raise CommandError(exc.describe()) from None
         self.stdout.write(self.style.SUCCESS(result.summary()))
 
-    def watch(self, folder, interval):
-        watcher = WorkflowWatcher(Path(folder))
+    def watch(self, folder, interval, remap):
+        watcher = WorkflowWatcher(Path(folder), remap=remap)
         self.stopping = False
 
         def stop(signum, frame):
