@@ -230,7 +230,7 @@ def test_an_invalid_file_exits_non_zero_from_the_shell(tmp_path):
 
 def test_it_exports_to_standard_output(workflow):
     out, err = run("export_workflow", DEFAULT_WORKFLOW_SLUG)
-    assert out.startswith("# Workflow 'software_development', version 1, exported from Omoi.\n")
+    assert out.startswith(f"# Workflow 'software_development', version {workflow.version}, exported from Omoi.\n")
     definition = parse_workflow(out)
     assert definition.slug == DEFAULT_WORKFLOW_SLUG
     assert [phase.id for phase in definition.phases][:2] == ["PHASE_BACKLOG", "PHASE_REQUIREMENTS"]
@@ -269,7 +269,9 @@ def test_export_then_load_gives_the_same_workflow(workflow, tmp_path):
     exported, _ = run("export_workflow", "copy")
     original = path.read_text(encoding="utf-8")
     assert (
-        exported.replace("'copy'", "'software_development'").replace("slug: copy\n", "slug: software_development\n")
+        exported.replace("'copy', version 1", f"'software_development', version {workflow.version}").replace(
+            "slug: copy\n", "slug: software_development\n"
+        )
         == original
     )
     assert transitions_of(copy) == transitions_of(workflow)
