@@ -85,6 +85,48 @@ class Ticket(models.Model):
     def __str__(self):
         return f"#{self.pk} {self.title}"
 
+    def phase_tasks(self, tasks, *, left_at):
+        """The tasks among `tasks` that count for the ticket's current phase.
+
+        A task of the current phase counts unless it finished before the ticket
+        last left this phase (`left_at`; None when it never did): an earlier
+        visit's work does not open a later visit's gate, as when testing sends
+        a ticket back to implementation. Open tasks always count, and so does
+        work finished ahead of the first visit (a discovery may spawn tasks in
+        a later phase).
+        """
+        return [
+            task
+            for task in tasks
+            if task.phase_id == self.phase_id
+            and not (left_at is not None and task.finished_at is not None and task.finished_at < left_at)
+        ]
+
+    def done_criteria(self, tasks, *, left_at):
+        """Each done-definition of the current phase, as {"text", "met"}, in the phase's order.
+
+        The one rule, for the ticket page and the phase gate alike: a
+        done-definition is met once a completed task counting for the current
+        phase (`phase_tasks`) reported it.
+        """
+        reported = [
+            criterion
+            for task in self.phase_tasks(tasks, left_at=left_at)
+            if task.status == Task.Status.COMPLETED
+            for criterion in task.completed_criteria or ()
+        ]
+        missing = set(self.phase.missing_done_criteria(reported))
+        return [{"text": text, "met": text not in missing} for text in self.phase.done_definitions]
+
+    def reported_artifacts(self, tasks, *, left_at):
+        """The artifacts reported by the completed tasks counting for the current phase, in task order."""
+        return [
+            artifact
+            for task in self.phase_tasks(tasks, left_at=left_at)
+            if task.status == Task.Status.COMPLETED
+            for artifact in task.artifacts or ()
+        ]
+
 
 class PhaseHistory(models.Model):
     class Kind(models.TextChoices):
