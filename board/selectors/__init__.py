@@ -10,6 +10,7 @@ from .columns import (
     column_cards_after,
     move_options,
 )
+from .gates import Gate, OutputCheck, output_check, ticket_gate, ticket_gates, with_gate_facts
 from .lookups import agent_board, agent_phase, agent_task, agent_tasks, agent_ticket
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "PAGE_SIZE",
     "BoardFilters",
     "ColumnView",
+    "Gate",
+    "OutputCheck",
     "agent_board",
     "agent_phase",
     "agent_task",
@@ -26,4 +29,8 @@ __all__ = [
     "board_columns",
     "column_cards_after",
     "move_options",
+    "output_check",
+    "ticket_gate",
+    "ticket_gates",
+    "with_gate_facts",
 ]

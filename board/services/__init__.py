@@ -16,8 +16,10 @@ from .agents import (
     idempotency_prune,
     token_hash,
 )
+from .gates import ticket_advance, ticket_phase_enter
 from .ordering import POSITION_GAP
 from .remap import phase_remap, tickets_remap_phase
+from .results import ticket_result_apply, ticket_result_review, ticket_result_submit
 from .tasks import (
     PRIORITY_SCORE,
     task_claim,
@@ -49,9 +51,14 @@ __all__ = [
     "task_fail",
     "task_release",
     "task_start",
+    "ticket_advance",
     "ticket_comment",
     "ticket_create",
     "ticket_move",
+    "ticket_phase_enter",
+    "ticket_result_apply",
+    "ticket_result_review",
+    "ticket_result_submit",
     "ticket_transition",
     "ticket_update",
     "tickets_remap_phase",
