@@ -544,6 +544,7 @@ def blank_is_refused(operation, name):
         (name == "title" and "branch" not in operation)
         or (name == "reason" and "resolve" in operation)
         or (name == "description" and "discoveries" in operation)
+        or (name == "summary" and operation.endswith("/result"))
     )
 
 

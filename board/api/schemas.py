@@ -385,3 +385,112 @@ class BoardOut(Schema):
     workflow: str
     last_event_id: int
     columns: list[BoardColumnOut]
+
+
+class GateCriterionOut(Schema):
+    text: str
+    met: bool
+
+
+class GateOutputOut(Schema):
+    type: str
+    pattern: str = Field(description="The glob artifact paths are matched against, <ticket-id> filled in.")
+    required: bool
+    validation_rule: str
+    description: str
+    satisfied: bool
+    checked: bool = Field(description="False when the validation rule is for a person to check, not the gate.")
+    matches: list[str] = Field(description="Paths of the reported artifacts that match.")
+    why: str
+
+
+class GateTasksOut(Schema):
+    done: int
+    total: int = Field(description="Tasks counting for the phase, cancelled ones aside.")
+    open: int
+    failed: list[int] = Field(description="Tasks that failed after their retries: a person must act.")
+
+
+class GateOut(Schema):
+    ticket_id: int
+    phase: str
+    terminal: bool = Field(description="Terminal phases have no gate: the ticket stays.")
+    passed: bool
+    tasks: GateTasksOut
+    met: list[str]
+    missing: list[str]
+    criteria: list[GateCriterionOut]
+    outputs: list[GateOutputOut]
+    target_phase: str | None = Field(description="Where the ticket goes once the gate passes.")
+    hold: str = Field(description="Why the ticket may not enter the target phase now (blocked, a full column).")
+    blockers: list[str] = Field(description="Every reason the gate does not pass, in words; empty when it passes.")
+
+    @staticmethod
+    def from_gate(gate):
+        return {
+            "ticket_id": gate.ticket.pk,
+            "phase": gate.phase.key,
+            "terminal": gate.terminal,
+            "passed": gate.passed,
+            "tasks": {
+                "done": gate.tasks_done,
+                "total": gate.tasks_total,
+                "open": gate.tasks_open,
+                "failed": [task.pk for task in gate.failed],
+            },
+            "met": gate.met,
+            "missing": gate.missing,
+            "criteria": gate.criteria,
+            "outputs": [
+                {
+                    "type": check.type,
+                    "pattern": check.pattern,
+                    "required": check.required,
+                    "validation_rule": check.validation_rule,
+                    "description": check.description,
+                    "satisfied": check.satisfied,
+                    "checked": check.checked,
+                    "matches": check.matches,
+                    "why": check.why,
+                }
+                for check in gate.outputs
+            ],
+            "target_phase": gate.target.key if gate.target else None,
+            "hold": gate.hold or gate.refused,
+            "blockers": gate.blockers,
+        }
+
+
+class ResultIn(Schema):
+    summary: RequiredText
+    artifacts: list[AnyJSON] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description='What the result consists of, e.g. {"type": "document", "path": "docs/answer.md"}.',
+    )
+
+
+class ResultOut(Schema):
+    id: int
+    ticket_id: int
+    summary: str
+    artifacts: list[Any]
+    status: str
+    submitted_by: str | None
+    submitted_at: datetime
+    reviewed_at: datetime | None
+    review_note: str
+
+    @staticmethod
+    def from_result(result):
+        return {
+            "id": result.pk,
+            "ticket_id": result.ticket_id,
+            "summary": result.summary,
+            "artifacts": result.artifacts,
+            "status": result.status,
+            "submitted_by": result.submitted_by.name if result.submitted_by_id else None,
+            "submitted_at": result.submitted_at,
+            "reviewed_at": result.reviewed_at,
+            "review_note": result.review_note,
+        }

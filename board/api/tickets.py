@@ -1,4 +1,4 @@
-"""Ticket endpoints: create, read with tasks, history and comments, move to another phase, comment."""
+"""Ticket endpoints: create, read with tasks, history and comments, move, comment, the phase gate, the result."""
 
 from django.db.models import Prefetch
 from ninja import Router
@@ -7,11 +7,14 @@ from ninja.responses import Status
 from phases.models import Phase
 
 from ..models import PhaseHistory, Task
-from ..selectors import agent_board, agent_ticket
-from ..services import ticket_comment, ticket_create, ticket_transition
+from ..selectors import agent_board, agent_ticket, ticket_gate
+from ..services import ticket_comment, ticket_create, ticket_result_submit, ticket_transition
 from .schemas import (
     CommentIn,
     CommentOut,
+    GateOut,
+    ResultIn,
+    ResultOut,
     TaskOut,
     TicketCreateIn,
     TicketDetailOut,
@@ -78,3 +81,23 @@ def transition_ticket(request, ticket_id: int, payload: TransitionIn):
 def comment_on_ticket(request, ticket_id: int, payload: CommentIn):
     comment = ticket_comment(ticket=agent_ticket(request.auth, ticket_id), body=payload.body, actor=request.auth)
     return Status(201, comment)
+
+
+@router.get(
+    "/{int:ticket_id}/gate",
+    response=GateOut,
+    summary="The ticket's phase gate: what is met, what is missing, where it goes next and what holds it",
+)
+def get_gate(request, ticket_id: int):
+    return GateOut.from_gate(ticket_gate(agent_ticket(request.auth, ticket_id)))
+
+
+@router.post("/{int:ticket_id}/result", response={201: ResultOut}, summary="Submit the ticket's result for review")
+def submit_result(request, ticket_id: int, payload: ResultIn):
+    result = ticket_result_submit(
+        ticket=agent_ticket(request.auth, ticket_id),
+        agent=request.auth,
+        summary=payload.summary,
+        artifacts=payload.artifacts,
+    )
+    return Status(201, ResultOut.from_result(result))
