@@ -196,3 +196,10 @@ class MoveForm(forms.Form):
         if not self.errors and not data.get("column") and not data.get("direction"):
             raise ValidationError("Say which column to move the ticket to, or move it up or down.")
         return data
+
+
+class ResultReviewForm(forms.Form):
+    """A staff review of a ticket's result: accept or reject it, with a note (the service wants one to reject)."""
+
+    decision = forms.ChoiceField(choices=[("accept", "Accept"), ("reject", "Reject")])
+    note = forms.CharField(required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 2}))

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Max
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,10 +22,10 @@ from phases.models import Phase
 
 from .errors import Refused
 from .events import EventType
-from .forms import BoardFilterForm, MoveForm, TicketCreateForm, TicketEditForm
-from .models import Board, Event, PhaseHistory, Task, Ticket
-from .selectors import LANE_ORDER, board_columns, column_cards_after, move_options
-from .services import ticket_move
+from .forms import BoardFilterForm, MoveForm, ResultReviewForm, TicketCreateForm, TicketEditForm
+from .models import Board, Event, PhaseHistory, Ticket, TicketResult
+from .selectors import LANE_ORDER, board_columns, column_cards_after, move_options, ticket_gate, with_gate_facts
+from .services import ticket_move, ticket_result_review
 
 FILTER_FIELDS = ("priority", "phase", "q", "blocked", "lanes")
 
@@ -297,7 +297,9 @@ def _moved_message(before, after, target, direction):
 @require_GET
 def ticket_detail(request, slug, pk):
     board = _board_for(request, slug)
-    ticket = get_object_or_404(Ticket.objects.select_related("phase", "created_by"), board=board, pk=pk)
+    ticket = get_object_or_404(
+        with_gate_facts(Ticket.objects.select_related("phase", "created_by")), board=board, pk=pk
+    )
     history = list(
         PhaseHistory.objects.filter(ticket=ticket)
         .select_related("from_phase", "to_phase")
@@ -313,15 +315,8 @@ def ticket_detail(request, slug, pk):
         .order_by("created_at", "id")
     )
     discoveries = sorted((d for task in tasks for d in task.discoveries.all()), key=lambda d: (d.discovered_at, d.pk))
-    # A criterion is met once a completed task of the current phase reported it.
-    reported = [
-        criterion
-        for task in tasks
-        if task.phase_id == ticket.phase_id and task.status == Task.Status.COMPLETED
-        for criterion in task.completed_criteria
-    ]
-    missing = set(ticket.phase.missing_done_criteria(reported))
-    criteria = [{"text": text, "met": text not in missing} for text in ticket.phase.done_definitions]
+    gate = ticket_gate(ticket, tasks=tasks)
+    results = list(ticket.results.select_related("submitted_by", "reviewed_by").order_by("-submitted_at", "-id"))
     return render(
         request,
         "board/ticket_detail.html",
@@ -333,10 +328,33 @@ def ticket_detail(request, slug, pk):
             "tasks": tasks,
             "discoveries": discoveries,
             "comments": list(ticket.comments.order_by("created_at", "id")),
-            "criteria": criteria,
-            "outputs": ticket.phase.expected_outputs,
+            "gate": gate,
+            "results": results,
+            "may_review": request.user.is_staff,
         },
     )
+
+
+@login_required
+@require_POST
+def ticket_result_review_view(request, slug, pk, result_pk):
+    """Staff accept or reject a ticket's result (POST from the ticket page); the outcome is shown there."""
+    board = _board_for(request, slug)
+    result = get_object_or_404(TicketResult, ticket__board=board, ticket_id=pk, pk=result_pk)
+    form = ResultReviewForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
+    else:
+        accept = form.cleaned_data["decision"] == "accept"
+        try:
+            ticket_result_review(result=result, user=request.user, accept=accept, note=form.cleaned_data["note"])
+        except (PermissionDenied, Refused) as exc:
+            messages.error(request, str(exc))
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, "Result accepted." if accept else "Result rejected.")
+    return redirect(f"{reverse('board:ticket', args=[board.slug, pk])}#result-{result.pk}")
 
 
 @login_required

@@ -50,15 +50,26 @@ def test_the_detail_page_shows_overrides_in_the_history(alice_client, ticket, al
 
 
 def test_the_detail_page_costs_the_same_queries_with_a_long_history(bob_client, ticket, alice):
+    from board.models import Task, TicketResult
+    from board.services import task_create
+
     def count():
         with CaptureQueriesContext(connection) as queries:
             assert bob_client.get(detail_url(ticket)).status_code == 200
         return len(queries)
 
+    task_create(ticket=ticket, title="First", actor=alice)  # with no task at all, their discoveries are not read
     few = count()
     for key in ["PHASE_BLOCKED", "PHASE_BACKLOG", "PHASE_REQUIREMENTS", "PHASE_DESIGN"]:
         ticket_transition(ticket=ticket, to_phase=key, actor=alice)
         ticket_update(ticket=ticket, actor=alice, title=f"Title in {key}")
+        # Tasks of every state, with what they reported, and results: the gate panel reads all of them.
+        for status in (Task.Status.COMPLETED, Task.Status.FAILED, Task.Status.PENDING):
+            task = task_create(ticket=ticket, title=f"{status} in {key}", actor=alice)
+            Task.objects.filter(pk=task.pk).update(
+                status=status, completed_criteria=["Anything"], artifacts=[{"type": "document", "path": "a.md"}]
+            )
+        TicketResult.objects.create(ticket=ticket, summary=f"Result in {key}")
     assert count() == few
 
 
