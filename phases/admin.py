@@ -11,7 +11,15 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
-from .forms import BoardColumnForm, BoardColumnFormSet, PhaseForm, WorkflowImportForm
+from .forms import (
+    BoardColumnForm,
+    BoardColumnFormSet,
+    PhaseForm,
+    PhaseFormSet,
+    WorkflowEdit,
+    WorkflowForm,
+    WorkflowImportForm,
+)
 from .models import BoardColumn, Phase, Workflow
 from .services import workflow_export, workflow_load
 from .workflow_files import WorkflowFileError, parse_workflow
@@ -35,6 +43,7 @@ def yaml_download(workflow):
 
 class PhaseInline(admin.TabularInline):
     model = Phase
+    formset = PhaseFormSet
     fields = ("key", "name", "sequence_order", "is_terminal")
     ordering = ("sequence_order", "key")
     show_change_link = True
@@ -52,10 +61,20 @@ class BoardColumnInline(admin.TabularInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "version", "updated_at")
+    form = WorkflowForm
+    list_display = ("name", "slug", "version", "has_result", "updated_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    fields = ("name", "slug", "description", "version", "rule_check")
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "description", "version", "rule_check")}),
+        (
+            "Result",
+            {
+                "fields": ("has_result", "result_criteria", "on_result_found"),
+                "description": "Whether a ticket ends with a result an agent submits and staff review.",
+            },
+        ),
+    )
     readonly_fields = ("version", "rule_check")
     inlines = (PhaseInline, BoardColumnInline)
     actions = ("export_yaml",)
@@ -69,9 +88,17 @@ class WorkflowAdmin(admin.ModelAdmin):
             return "The workflow follows every rule of a workflow file."
         return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((problem,) for problem in problems)))
 
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if "data" in kwargs:
+            # The inlines of one request are checked together, as the workflow they make (forms.WorkflowEdit).
+            kwargs["edit"] = request.__dict__.setdefault("_workflow_edit", WorkflowEdit())
+        return kwargs
+
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
-        # Inline edits are saved as they are; say at once if they left the workflow breaking a rule.
+        # Edits breaking a rule were refused before anything was saved. What remains is what this page
+        # cannot finish in one go (a phase added here waits for a column) or was broken before.
         for problem in workflow_problems(form.instance):
             self.message_user(request, f"Workflow rule broken: {problem}", messages.WARNING)
 

@@ -1,4 +1,4 @@
-"""Admin forms for workflows: phase editing checked by the workflow-file rules, column inlines, YAML import."""
+"""Admin forms for workflows: the workflow, its phases and columns checked by the workflow-file rules; YAML import."""
 
 import json
 import re
@@ -10,9 +10,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import BoardColumn, Phase, Workflow
-from .schema import ExpectedOutput, PhaseConfiguration, PhaseDefinition
+from .schema import ColumnDefinition, ExpectedOutput, PhaseConfiguration, PhaseDefinition, WorkflowDefinition
 from .services import workflow_definition
-from .workflow_files import WorkflowFileError, dump_workflow, format_path, parse_workflow
+from .workflow_files import UNMAPPED_PHASE, WorkflowFileError, dump_workflow, format_path, parse_workflow
 
 MONOSPACE = "font-family: monospace; width: 100%; box-sizing: border-box;"
 
@@ -101,7 +101,10 @@ class PhaseForm(forms.ModelForm):
     configuration = SchemaJSONField(
         PhaseConfiguration,
         empty=dict,
-        help_text='JSON object, e.g. {"timeout_seconds": 1800, "max_retries": 2, "retry_backoff_seconds": 30}.',
+        help_text=(
+            'JSON object, e.g. {"timeout_seconds": 1800, "max_retries": 2, "retry_backoff_seconds": 30, '
+            '"retry_backoff_max_seconds": 600, "default_tasks": [{"title": "Write the design"}]}.'
+        ),
     )
 
     class Meta:
@@ -164,12 +167,7 @@ class PhaseForm(forms.ModelForm):
             # Relations are stored by id, so a new key follows the phase wherever it is named.
             return [new if key == old else key for key in keys]
 
-        workflow = Workflow.objects.filter(pk=self.instance.workflow_id)
-        if transaction.get_connection().in_atomic_block:
-            # The admin saves in the same transaction: two edits of one workflow's
-            # phases then check it one after the other, never both the old state.
-            workflow = workflow.select_for_update()
-        definition = workflow_definition(workflow.get())
+        definition = workflow_definition(_locked(self.instance.workflow_id))
         # Last, so that a clash with another phase (a key or a place in the order) is reported on this one.
         phases = [
             phase.model_copy(update={"allowed_transitions": renamed(phase.allowed_transitions)})
@@ -195,6 +193,55 @@ class PhaseForm(forms.ModelForm):
                     self.add_error(None, f"{problem.path}: {problem.message}" if problem.path else problem.message)
 
 
+def _locked(workflow_id):
+    """The stored workflow, its row locked when the caller saves in the same transaction.
+
+    The admin does: two edits of one workflow then check it one after the
+    other, never both against the state before either.
+    """
+    workflow = Workflow.objects.filter(pk=workflow_id)
+    if transaction.get_connection().in_atomic_block:
+        workflow = workflow.select_for_update()
+    return workflow.get()
+
+
+def _schema_errors(exc):
+    """(field, message) for each error of a pydantic validation, the field being the first part of its path."""
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        rest = format_path(loc[1:])
+        yield (loc[0] if loc else None), f"{rest}: {error['msg']}" if rest else error["msg"]
+
+
+class WorkflowForm(forms.ModelForm):
+    """A workflow's own settings, held to the rules of a workflow file's top level."""
+
+    result_criteria = LinesField(
+        help_text="One criterion per line: what a ticket's result must show before staff accept it."
+    )
+
+    class Meta:
+        model = Workflow
+        fields = ["name", "slug", "description", "has_result", "result_criteria", "on_result_found"]
+
+    def clean_description(self):
+        return self.cleaned_data["description"].replace("\r\n", "\n")
+
+    def clean(self):
+        cleaned = super().clean()
+        fields = ("name", "description", "has_result", "result_criteria", "on_result_found")
+        if any(name in self.errors for name in fields):
+            return cleaned
+        # One stand-in phase: the phases are checked with the inlines, against the whole workflow.
+        top = {name: cleaned[name] for name in fields} | {"phases": [{"id": "P", "name": "P"}]}
+        try:
+            WorkflowDefinition.model_validate(top)
+        except pydantic.ValidationError as exc:
+            for field, message in _schema_errors(exc):
+                self.add_error(field if field in self.fields else None, message)
+        return cleaned
+
+
 class BoardColumnForm(forms.ModelForm):
     class Meta:
         model = BoardColumn
@@ -212,8 +259,178 @@ class BoardColumnForm(forms.ModelForm):
         widgets = {"phases": forms.CheckboxSelectMultiple}
 
 
-class BoardColumnFormSet(forms.BaseInlineFormSet):
+# Fields of a file's phase or column, by the inline form's field that edits them.
+_INLINE_FIELDS = {
+    "phases": {"id": "key"},
+    "board_columns": {"id": "key", "phase_mapping": "phases", "color_theme": "color"},
+}
+_ITEM_PATH = re.compile(r"^(phases|board_columns)\[(\d+)\](?:\.(\w+))?(.*)$")
+
+
+class WorkflowEdit:
+    """The phase and column inlines of one workflow page, checked together as the workflow they would save.
+
+    Each inline sees only its own rows, yet the rules span both (a column
+    mapping a phase twice, a terminal phase with transitions, auto-transition
+    targets, ...). Both formsets of a request share one WorkflowEdit; whichever
+    is cleaned first builds the workflow as it would be after the save, from
+    the stored rows and every form's data, and validates it as the YAML loader
+    does. Each problem goes to the form of the row it is about, so nothing is
+    saved while one remains.
+
+    One rule waits: a phase added on this page cannot be mapped to a column
+    yet (a column offers only stored phases), so "in no board column" is not
+    held against a new phase; the page warns about it after the save.
+    """
+
+    def __init__(self):
+        self.formsets = {}
+        self.checked = False
+
+    def join(self, name, formset):
+        self.formsets[name] = formset
+
+    def check(self):
+        if self.checked or set(self.formsets) != {"phases", "board_columns"}:
+            return
+        self.checked = True
+        phases, columns = self.formsets["phases"], self.formsets["board_columns"]
+        # Rows with problems of their own (a bad number, a protected delete) are reported first, alone.
+        if not (phases.is_valid() and columns.is_valid()):
+            return
+        candidate, rows = self._candidate(phases.instance, phases, columns)
+        try:
+            parse_workflow(dump_workflow(candidate))
+        except WorkflowFileError as exc:
+            for problem in exc.problems:
+                self._report(problem, rows, phases)
+
+    @staticmethod
+    def _rows(formset):
+        """The forms that will be saved: stored rows not deleted, and new rows with something filled in."""
+        for form in formset.forms:
+            if formset._should_delete_form(form):
+                continue
+            if form.instance.pk is None and not form.has_changed():
+                continue
+            yield form
+
+    def _candidate(self, workflow, phases, columns):
+        if workflow.pk:
+            stored = workflow_definition(_locked(workflow.pk))
+            phase_keys = dict(Phase.objects.filter(workflow_id=workflow.pk).values_list("pk", "key"))
+            column_keys = dict(BoardColumn.objects.filter(workflow_id=workflow.pk).values_list("pk", "key"))
+        else:
+            stored = WorkflowDefinition.model_construct(phases=[], board_columns=[])
+            phase_keys, column_keys = {}, {}
+        stored_phases = {phase.id: phase for phase in stored.phases}
+        stored_columns = {column.id: column for column in stored.board_columns or []}
+
+        # The rows edited go last, so that a clash (a key, a place in the order) is reported on them.
+        phase_forms = sorted(self._rows(phases), key=lambda form: form.has_changed())
+        column_forms = sorted(self._rows(columns), key=lambda form: form.has_changed())
+        # Relations are stored by id: a renamed row is found under its new key, a deleted one is gone.
+        new_phase_key = {phase_keys[f.instance.pk]: f.cleaned_data["key"] for f in phase_forms if f.instance.pk}
+        new_column_key = {column_keys[f.instance.pk]: f.cleaned_data["key"] for f in column_forms if f.instance.pk}
+
+        phase_items = []
+        for form in phase_forms:
+            data = form.cleaned_data
+            edited = {
+                "id": data["key"],
+                "name": data["name"],
+                "sequence_order": data["sequence_order"],
+                "is_terminal": data["is_terminal"],
+            }
+            if form.instance.pk:
+                base = stored_phases[phase_keys[form.instance.pk]]
+                targets = [new_phase_key[key] for key in base.allowed_transitions if key in new_phase_key]
+                phase_items.append(base.model_copy(update={**edited, "allowed_transitions": targets}))
+            else:
+                phase_items.append(PhaseDefinition.model_construct(**edited))
+
+        column_items = []
+        for form in column_forms:
+            data = form.cleaned_data
+            # A view-only row's data is its initial values: ids, not rows.
+            target = getattr(data["auto_transition_to"], "pk", data["auto_transition_to"])
+            edited = {
+                "id": data["key"],
+                "name": data["name"],
+                "sequence_order": data["sequence_order"],
+                # A phase or column deleted on this page leaves the mapping (cascade) and the target (set null).
+                "phase_mapping": [
+                    new_phase_key[phase_keys[pk]]
+                    for pk in (getattr(phase, "pk", phase) for phase in data["phases"])
+                    if phase_keys.get(pk) in new_phase_key
+                ],
+                "wip_limit": data["wip_limit"],
+                "wip_policy": data["wip_policy"],
+                "is_terminal": data["is_terminal"],
+                "auto_transition_to": new_column_key.get(column_keys.get(target)) if target else None,
+                "color_theme": data["color"],
+            }
+            if form.instance.pk:
+                column_items.append(stored_columns[column_keys[form.instance.pk]].model_copy(update=edited))
+            else:
+                column_items.append(ColumnDefinition.model_construct(**edited))
+
+        candidate = stored.model_copy(
+            update={
+                "name": workflow.name,
+                "description": workflow.description,
+                "has_result": workflow.has_result,
+                "result_criteria": list(workflow.result_criteria or []),
+                "on_result_found": workflow.on_result_found,
+                "phases": phase_items,
+                "board_columns": column_items,
+            }
+        )
+        return candidate, {"phases": phase_forms, "board_columns": column_forms}
+
+    @staticmethod
+    def _report(problem, rows, phases):
+        match = _ITEM_PATH.match(problem.path)
+        if not match:
+            phases._non_form_errors.append(f"{problem.path}: {problem.message}" if problem.path else problem.message)
+            return
+        group, position, key, rest = match[1], int(match[2]), match[3], match[4]
+        form = rows[group][position]
+        if problem.code == UNMAPPED_PHASE and form.instance.pk is None:
+            return
+        field = _INLINE_FIELDS[group].get(key, key)
+        if field in form.fields:
+            form.add_error(field, problem.message)
+        else:
+            # A part of the row this page does not edit (its transitions, its prompt): named in the message.
+            form.add_error(None, f"{key}{rest}: {problem.message}" if key else problem.message)
+
+
+class WorkflowInlineFormSet(forms.BaseInlineFormSet):
+    """An inline of the workflow page; with `edit`, it is checked with the others as one workflow."""
+
+    group = None
+
+    def __init__(self, *args, edit=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.edit = edit
+        if edit is not None:
+            edit.join(self.group, self)
+
+    def clean(self):
+        super().clean()
+        if self.edit is not None:
+            self.edit.check()
+
+
+class PhaseFormSet(WorkflowInlineFormSet):
+    group = "phases"
+
+
+class BoardColumnFormSet(WorkflowInlineFormSet):
     """Columns offer only their own workflow's phases and columns."""
+
+    group = "board_columns"
 
     def add_fields(self, form, index):
         super().add_fields(form, index)
