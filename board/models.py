@@ -1,8 +1,11 @@
 """The runtime: boards, their tickets, each ticket's phase history, and the event log."""
 
+from datetime import timedelta
+
 from django.conf import settings
-from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db import NotSupportedError, models
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from phases.models import Phase, Workflow
@@ -228,7 +231,60 @@ class Agent(models.Model):
         return self.revoked_at is not None
 
     def has_capabilities(self, required):
-        return set(required or []) <= set(self.capabilities or [])
+        """Whether the agent offers every capability in `required`.
+
+        Asked of the database with `CapabilitiesWithin`, the expression the
+        queue filters by, so this answer and the claim's can never disagree.
+        """
+        required = Value(list(required or []), output_field=models.JSONField())
+        offered = Value(list(self.capabilities or []), output_field=models.JSONField())
+        return Agent.objects.filter(pk=self.pk).filter(CapabilitiesWithin(required, offered)).exists()
+
+
+class CapabilitiesWithin(models.Expression):
+    """True when every capability in `required` is also in `offered`: the one rule for who may do a task.
+
+    Both sides are JSON lists of names, given as expressions (a column, an
+    `OuterRef`, a `Value`), compared exactly. PostgreSQL says it with jsonb
+    containment (`<@`, as the `contained_by` lookup does); SQLite, which has no
+    containment operator, walks both lists with `json_each` and compares value
+    and JSON type, so the two databases agree on every list of names.
+    """
+
+    output_field = models.BooleanField()
+
+    def __init__(self, required, offered):
+        super().__init__()
+        self.required, self.offered = required, offered
+
+    def get_source_expressions(self):
+        return [self.required, self.offered]
+
+    def set_source_expressions(self, exprs):
+        self.required, self.offered = exprs
+
+    def as_postgresql(self, compiler, connection):
+        required, required_params = compiler.compile(self.required)
+        offered, offered_params = compiler.compile(self.offered)
+        return f"(({required})::jsonb <@ ({offered})::jsonb)", (*required_params, *offered_params)
+
+    def as_sqlite(self, compiler, connection):
+        required, required_params = compiler.compile(self.required)
+        offered, offered_params = compiler.compile(self.offered)
+        sql = (
+            f"NOT EXISTS (SELECT 1 FROM json_each({required}) AS needed WHERE NOT EXISTS ("
+            f"SELECT 1 FROM json_each({offered}) AS given "
+            "WHERE given.type = needed.type AND given.value = needed.value))"
+        )
+        return sql, (*required_params, *offered_params)
+
+    def as_sql(self, compiler, connection):
+        raise NotSupportedError(f"Capability matching is written for SQLite and PostgreSQL, not {connection.vendor}.")
+
+
+def running_time_limit(timeout_seconds, phase):
+    """How long a task may run: its own `timeout_seconds`, else its phase's configured time-out, else an hour."""
+    return timedelta(seconds=timeout_seconds or (phase.timeout_seconds if phase else None) or 3600)
 
 
 class TaskQuerySet(models.QuerySet):
@@ -248,6 +304,48 @@ class TaskQuerySet(models.QuerySet):
         if agent.phase_id:
             tasks = tasks.filter(phase_id=agent.phase_id)
         return tasks
+
+    def matching(self, agent):
+        """Tasks `agent` may do: on its boards, in its phase if it has one, needing no capability it lacks.
+
+        The one definition of a match: an agent's claim, the orchestrator's
+        assignment and `Agent.has_capabilities` all go through it. `agent` is an
+        Agent, or `OuterRef("pk")` inside a query of agents, which then keeps
+        the agents with work (`Exists(Task.objects.ready().matching(OuterRef("pk")))`).
+        """
+        if isinstance(agent, OuterRef):
+            # An agent without a phase takes any: its phase_id is NULL and the task's own stands in.
+            tasks = self.filter(ticket__board__agents=agent, phase_id=Coalesce(OuterRef("phase_id"), F("phase_id")))
+            offered = OuterRef("capabilities")
+        else:
+            tasks = self.filter(ticket__board_id__in=agent.boards.values("pk"))
+            if agent.phase_id:
+                tasks = tasks.filter(phase_id=agent.phase_id)
+            offered = Value(list(agent.capabilities or []), output_field=models.JSONField())
+        return tasks.filter(CapabilitiesWithin(F("required_capabilities"), offered))
+
+    def in_hand(self):
+        """Tasks an agent holds: assigned to it or running."""
+        return self.filter(status__in=(Task.Status.ASSIGNED, Task.Status.RUNNING))
+
+    def overdue(self, now):
+        """Tasks held past their time at `now`.
+
+        Assigned but not started within OMOI_START_TIMEOUT of `assigned_at`, or
+        running for longer than `running_time_limit` since `started_at`. The
+        limits are few (the phases' and a few custom ones), so each distinct
+        one becomes one condition: a plain comparison on an indexed column,
+        the same on every database, instead of date arithmetic per row.
+        """
+        late = Q(status=Task.Status.ASSIGNED, assigned_at__lt=now - settings.OMOI_START_TIMEOUT)
+        limits = set(self.filter(status=Task.Status.RUNNING).values_list("timeout_seconds", "phase_id").distinct())
+        limits = {(seconds, None if seconds else phase_id) for seconds, phase_id in limits}
+        phases = Phase.objects.in_bulk({phase_id for _, phase_id in limits if phase_id is not None})
+        for seconds, phase_id in sorted(limits, key=lambda limit: (limit[0], limit[1] or 0)):
+            same = Q(timeout_seconds=seconds) if phase_id is None else Q(timeout_seconds=0, phase_id=phase_id)
+            started_before = now - running_time_limit(seconds, phases.get(phase_id))
+            late |= same & Q(status=Task.Status.RUNNING, started_at__lt=started_before)
+        return self.filter(late)
 
 
 class Task(models.Model):

@@ -135,6 +135,11 @@ class Phase(models.Model):
     def retry_backoff_seconds(self):
         return self._setting("retry_backoff_seconds", (int, float), 0, MAX_RETRY_BACKOFF_SECONDS)
 
+    @property
+    def retry_backoff_max_seconds(self):
+        """The longest back-off between retries in this phase; None: the site's OMOI_RETRY_BACKOFF_MAX."""
+        return self._setting("retry_backoff_max_seconds", (int, float), 0, MAX_RETRY_BACKOFF_SECONDS)
+
     def _setting(self, name, kind, low, high):
         """A configured value within its range, or None (the default applies).
 
