@@ -159,6 +159,7 @@ def discovery_branch(
         description=description if task_description is None else task_description,
         task_type=f"discovery_{discovery.discovery_type}",
         priority=priority,
+        boost=priority_boost,
         required_capabilities=required_capabilities,
         parent=source_task,
         event_payload={**(event_payload or {}), "discovery": discovery.pk},

@@ -503,6 +503,8 @@ def request_schemas(schema):
         for method, operation in item.items():
             body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             if body:
+                # An optional body (start's) is "that schema or nothing".
+                body = next(option for option in body.get("anyOf", [body]) if "$ref" in option)
                 yield f"{method.upper()} {path}", components[body["$ref"].rsplit("/", 1)[-1]], components
 
 

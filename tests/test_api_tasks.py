@@ -61,6 +61,7 @@ TASK_FIELDS = {
     "required_capabilities",
     "assigned_agent",
     "retry_count",
+    "attempt",
     "max_retries",
     "timeout_seconds",
     "next_attempt_at",
@@ -108,9 +109,24 @@ def test_next_goes_by_score_then_age(api, ticket, alice):
     low = task_create(ticket=ticket, title="Low", actor=alice, priority="LOW")
     top = task_create(ticket=ticket, title="Top", actor=alice, score=9)
     high = task_create(ticket=ticket, title="High", actor=alice, priority="HIGH")
-    claimed = [api.post("/tasks/next", {}).json()["id"] for _ in range(3)]
+    claimed = []
+    for _ in range(3):
+        data = api.post("/tasks/next", {}).json()
+        claimed.append(data["id"])
+        assert api.post(f"/tasks/{data['id']}/complete", {"attempt": data["attempt"]}).status_code == 200
     assert claimed == [top.pk, high.pk, low.pk]
     assert api.post("/tasks/next", {}).status_code == 204
+
+
+def test_next_answers_the_task_the_agent_holds_until_it_reports(api, ticket, alice, task):
+    task_create(ticket=ticket, title="Another", actor=alice)
+    first = api.post("/tasks/next", {}).json()
+    again = api.post("/tasks/next", {}).json()
+    assert (again["id"], again["attempt"], again["status"]) == (first["id"], 1, "assigned")
+    assert Task.objects.filter(status="assigned").count() == 1
+    assert Event.objects.filter(type="task.assigned").count() == 1
+    api.post(f"/tasks/{first['id']}/complete", {"attempt": 1})
+    assert api.post("/tasks/next", {}).json()["id"] != first["id"]
 
 
 def test_next_on_one_board_claims_only_from_it(client, board, workflow, alice, task):
@@ -119,6 +135,10 @@ def test_next_on_one_board_claims_only_from_it(client, board, workflow, alice, t
     _, token = agent_create(name="both", boards=[board, second], actor=alice)
     api = AgentClient(client, token)
     assert api.post("/tasks/next", {"board": "second"}).json()["id"] == other.pk
+    # One task at a time: the one held on the second board is the answer there, and nothing elsewhere.
+    assert api.post("/tasks/next", {"board": "second"}).json()["id"] == other.pk
+    assert api.post("/tasks/next", {"board": "alices-board"}).status_code == 204
+    assert api.post(f"/tasks/{other.pk}/complete", {}).status_code == 200
     assert api.post("/tasks/next", {"board": "second"}).status_code == 204
     assert api.post("/tasks/next", {"board": "alices-board"}).json()["id"] == task.pk
 
@@ -176,6 +196,8 @@ def test_agents_racing_through_the_api_get_each_task_once(board, alice):
             start.wait()
             while (response := api.post("/tasks/next", {})).status_code == 200:
                 claimed.append((response.json()["id"], response.json()["assigned_agent"]))
+                done = api.post(f"/tasks/{response.json()['id']}/complete", {"attempt": response.json()["attempt"]})
+                assert done.status_code == 200, done.content
             assert response.status_code == 204, response.content
         except Exception as exc:  # reported below, in the test thread
             errors.append(exc)
@@ -195,6 +217,7 @@ def test_agents_racing_through_the_api_get_each_task_once(board, alice):
     holders = dict(Task.objects.values_list("pk", "assigned_agent__name"))
     assert all(holders[pk] == name for pk, name in claimed)
     assert Event.objects.filter(type="task.assigned").count() == len(tasks)
+    assert set(Task.objects.values_list("status", "attempt")) == {("completed", 1)}
 
 
 # Creating
@@ -206,12 +229,8 @@ def test_an_agent_creates_a_task_in_the_tickets_phase_by_default(api, ticket, bu
     data = response.json()
     assert set(data) == TASK_FIELDS
     task = Task.objects.get(pk=data["id"])
-    assert (task.phase.key, task.priority, task.score, task.created_by) == (
-        "PHASE_IMPLEMENTATION",
-        "MEDIUM",
-        2.0,
-        "agent:builder",
-    )
+    assert (task.phase.key, task.priority, task.created_by) == ("PHASE_IMPLEMENTATION", "MEDIUM", "agent:builder")
+    assert data["score"] == pytest.approx(2.0, abs=0.001)  # the priority's weight, aged a moment
     assert (data["phase"], data["status"], data["assigned_agent"]) == ("PHASE_IMPLEMENTATION", "pending", None)
     event = Event.objects.get(type="task.created")
     assert (event.entity_id, event.actor, event.payload["phase"]) == (str(task.pk), "agent:builder", task.phase.key)
@@ -248,13 +267,13 @@ def test_a_task_is_created_with_every_field_given(api, ticket, alice):
     response = api.post("/tasks", body)
     assert response.status_code == 201
     data = response.json()
-    assert {name: data[name] for name in ("title", "description", "task_type", "priority", "score")} == {
+    assert {name: data[name] for name in ("title", "description", "task_type", "priority")} == {
         "title": "Second <i>step</i>",
         "description": "Line one\nline two: <script>alert(1)</script> ✓",
         "task_type": "review",
         "priority": "CRITICAL",
-        "score": 7.5,
     }
+    assert data["score"] == pytest.approx(7.5, abs=0.001)
     assert (data["dependencies"], data["required_capabilities"], data["parent_task_id"]) == (
         [first.pk],
         ["qa", "python"],

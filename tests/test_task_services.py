@@ -20,6 +20,7 @@ from board.services import (
     task_complete,
     task_create,
     task_fail,
+    task_score_now,
     task_start,
     ticket_comment,
     ticket_create,
@@ -162,7 +163,8 @@ def test_a_task_may_start_in_any_phase_of_the_workflow(ticket, alice):
 
 def test_a_task_takes_the_tickets_phase_and_priority_by_default(ticket, alice):
     task = task_create(ticket=ticket, title="Code", actor=alice)
-    assert (task.phase_id, task.priority, task.score) == (ticket.phase_id, "MEDIUM", 2.0)
+    assert (task.phase_id, task.priority) == (ticket.phase_id, "MEDIUM")
+    assert task_score_now(task, now=task.created_at) == pytest.approx(2.0)
 
 
 def test_task_creation_refuses_an_unknown_phase_and_foreign_dependencies(ticket, alice, review_board):
@@ -178,15 +180,26 @@ def test_task_creation_refuses_an_unknown_phase_and_foreign_dependencies(ticket,
 # Claiming
 
 
+def claim_and_finish(agent):
+    """The task the agent claims, completed at once so that it may claim the next; None when there is none."""
+    task = task_claim(agent=agent)
+    if task is not None:
+        task_complete(task=task, agent=agent)
+    return task
+
+
 def test_the_best_ready_task_goes_first(ticket, alice, agent):
     low = task_create(ticket=ticket, title="Low", actor=alice, priority="LOW")
     high = task_create(ticket=ticket, title="High", actor=alice, priority="HIGH")
     top = task_create(ticket=ticket, title="Top", actor=alice, score=10)
-    assert [task_claim(agent=agent) for _ in range(4)] == [top, high, low, None]
-    high.refresh_from_db()
-    assert (high.status, high.assigned_agent) == ("assigned", agent)
+    assert [claim_and_finish(agent) for _ in range(2)] == [top, high]
+    assert task_claim(agent=agent) == low
+    low.refresh_from_db()
+    assert (low.status, low.assigned_agent) == ("assigned", agent)
     agent.refresh_from_db()
     assert agent.status == "busy"
+    task_complete(task=low, agent=agent)
+    assert task_claim(agent=agent) is None
 
 
 def test_claims_respect_capabilities_phase_dependencies_and_back_off(ticket, alice, board, phase):
@@ -202,7 +215,7 @@ def test_claims_respect_capabilities_phase_dependencies_and_back_off(ticket, ali
     assert task_claim(agent=agent) is None
 
     Task.objects.filter(pk=blocker.pk).update(status="completed")
-    assert task_claim(agent=agent).title == "Waits"
+    assert claim_and_finish(agent).title == "Waits"
     Task.objects.filter(pk=later.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
     assert task_claim(agent=agent).title == "Later"
 
@@ -229,7 +242,7 @@ def test_concurrent_claims_hand_out_each_task_once(board, alice):
     def work(agent):
         try:
             start.wait()
-            while (task := task_claim(agent=agent)) is not None:
+            while (task := claim_and_finish(agent)) is not None:
                 claimed.append((task.pk, agent.pk))
         except Exception as exc:  # reported below, in the test thread
             errors.append(exc)
@@ -288,14 +301,15 @@ def test_a_retryable_failure_waits_its_back_off_then_is_claimed_again(task, agen
 
 
 def test_back_off_doubles_and_retries_run_out(task, agent):
-    delays = []
-    for _ in range(task.max_retries):
+    base = task.phase.retry_backoff_seconds
+    for n in range(task.max_retries):
         Task.objects.filter(pk=task.pk).update(next_attempt_at=None)
         task_claim(agent=agent)
-        before = timezone.now()
-        failed = task_fail(task=task, agent=agent, error="flaky")
-        delays.append(round((failed.next_attempt_at - before).total_seconds()))
-    assert delays == [delays[0] * 2**n for n in range(task.max_retries)]
+        now = timezone.now()
+        failed = task_fail(task=task, agent=agent, error="flaky", now=now)
+        # Half the doubled ceiling is fixed, the other half is jitter.
+        delay = (failed.next_attempt_at - now).total_seconds()
+        assert base * 2**n / 2 <= delay <= base * 2**n
     Task.objects.filter(pk=task.pk).update(next_attempt_at=None)
     task_claim(agent=agent)
     final = task_fail(task=task, agent=agent, error="flaky")

@@ -15,6 +15,8 @@ from pydantic import AfterValidator, ConfigDict, model_validator
 
 from phases.schema import MAX_RETRIES, MAX_TIMEOUT_SECONDS, PHASE_ID_PATTERN, SLUG_PATTERN
 
+from ..services import task_score_now
+
 # Bounds on what an agent may send, so no field can carry an unbounded payload.
 TEXT_MAX = 20_000
 NAME_MAX = 200
@@ -160,6 +162,10 @@ class TaskOut(Schema):
     required_capabilities: list[str]
     assigned_agent: str | None
     retry_count: int
+    attempt: int = Field(
+        description="Which claim holds the task: each claim starts a new attempt. Send it back with start, "
+        "complete and fail; a report from a superseded attempt is refused (409)."
+    )
     max_retries: int
     timeout_seconds: int
     next_attempt_at: datetime | None
@@ -185,11 +191,12 @@ class TaskOut(Schema):
             "description": task.description,
             "status": task.status,
             "priority": task.priority,
-            "score": task.score,
+            "score": task_score_now(task),
             "dependencies": dependencies,
             "required_capabilities": task.required_capabilities,
             "assigned_agent": task.assigned_agent.name if task.assigned_agent_id else None,
             "retry_count": task.retry_count,
+            "attempt": task.attempt,
             "max_retries": task.max_retries,
             "timeout_seconds": task.timeout_seconds,
             "next_attempt_at": task.next_attempt_at,
@@ -219,7 +226,9 @@ class TaskCreateIn(Schema):
         "work"
     )
     priority: PriorityName | None = None
-    score: float | None = Field(default=None, ge=-1e9, le=1e9)
+    score: float | None = Field(
+        default=None, ge=-1e9, le=1e9, description="Replaces the priority's weight in the task's queue score."
+    )
     dependencies: list[Annotated[int, Field(gt=0, lt=2**53)]] = Field(default_factory=list, max_length=LIST_MAX)
     required_capabilities: Capabilities = Field(default_factory=list)
     parent_task_id: int | None = Field(default=None, gt=0, lt=2**53)
@@ -227,7 +236,22 @@ class TaskCreateIn(Schema):
     timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
 
 
+Attempt = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=2**31 - 1,
+        description="The task's attempt as the claim gave it; a superseded attempt is refused (409) and changes nothing.",
+    ),
+]
+
+
+class TaskStartIn(Schema):
+    attempt: Attempt | None = None
+
+
 class TaskCompleteIn(Schema):
+    attempt: Attempt | None = None
     result: AnyJSON = None
     artifacts: list[AnyJSON] = Field(default_factory=list, max_length=LIST_MAX)
     completed_criteria: list[Text] = Field(
@@ -236,6 +260,7 @@ class TaskCompleteIn(Schema):
 
 
 class TaskFailIn(Schema):
+    attempt: Attempt | None = None
     error: RequiredText
     retryable: bool = True
 

@@ -1,16 +1,24 @@
-"""Task endpoints: claim the next ready task, create one in any phase, and the holder's start, complete and fail."""
+"""Task endpoints: claim the next ready task, create one in any phase, and the holder's start, complete and fail.
+
+An agent holds one task at a time: `/tasks/next` answers the task it holds,
+if any (also one the orchestrator assigned to it), else claims the best ready
+one. Each claim is a new attempt; start, complete and fail may say which
+attempt they report on, and a superseded one is refused (409).
+"""
 
 from ninja import Router
 from ninja.responses import Status
 
 from ..selectors import agent_board, agent_task, agent_tasks, agent_ticket
 from ..services import task_claim, task_complete, task_create, task_fail, task_start
-from .schemas import ClaimIn, TaskCompleteIn, TaskCreateIn, TaskFailIn, TaskOut
+from .schemas import ClaimIn, TaskCompleteIn, TaskCreateIn, TaskFailIn, TaskOut, TaskStartIn
 
 router = Router(tags=["tasks"])
 
 
-@router.post("/next", response={200: TaskOut, 204: None}, summary="Claim the best ready task")
+@router.post(
+    "/next", response={200: TaskOut, 204: None}, summary="The task the agent holds, else claim the best ready one"
+)
 def claim_next(request, payload: ClaimIn):
     board = agent_board(request.auth, payload.board) if payload.board else None
     task = task_claim(agent=request.auth, board=board)
@@ -52,8 +60,9 @@ def get_task(request, task_id: int):
 
 
 @router.post("/{int:task_id}/start", response=TaskOut, summary="Start a task the agent holds")
-def start_task(request, task_id: int):
-    task = task_start(task=agent_task(request.auth, task_id), agent=request.auth)
+def start_task(request, task_id: int, payload: TaskStartIn | None = None):
+    attempt = payload.attempt if payload is not None else None
+    task = task_start(task=agent_task(request.auth, task_id), agent=request.auth, attempt=attempt)
     return TaskOut.from_task(task)
 
 
@@ -65,6 +74,7 @@ def complete_task(request, task_id: int, payload: TaskCompleteIn):
         result=payload.result,
         artifacts=payload.artifacts,
         completed_criteria=payload.completed_criteria,
+        attempt=payload.attempt,
     )
     return TaskOut.from_task(task)
 
@@ -72,6 +82,10 @@ def complete_task(request, task_id: int, payload: TaskCompleteIn):
 @router.post("/{int:task_id}/fail", response=TaskOut, summary="Report a failure of a task the agent holds")
 def fail_task(request, task_id: int, payload: TaskFailIn):
     task = task_fail(
-        task=agent_task(request.auth, task_id), agent=request.auth, error=payload.error, retryable=payload.retryable
+        task=agent_task(request.auth, task_id),
+        agent=request.auth,
+        error=payload.error,
+        retryable=payload.retryable,
+        attempt=payload.attempt,
     )
     return TaskOut.from_task(task)

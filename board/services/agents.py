@@ -6,15 +6,17 @@ import secrets
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from phases.models import Phase
 
 from ..errors import TransitionRefused
-from ..events import EventType, actor_user, event_emit
+from ..events import ORCHESTRATOR, EventType, actor_user, event_emit
 from ..models import Agent, IdempotencyRecord, Task
 from .inputs import clean_capabilities, clean_text, resolve_phase
-from .tasks import task_release
+from .tasks import task_fail, task_release
 
 TOKEN_PREFIX = "omoi_"
 
@@ -140,19 +142,110 @@ def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNC
     return agent
 
 
-def agent_heartbeat(*, agent, status=None):
-    """Record that the agent is alive (one conditional update, no lock)."""
-    changes = {"last_heartbeat": timezone.now()}
-    if status is not None:
-        if status not in Agent.Status.values:
-            raise ValidationError(
-                {"status": f"Unknown status {status!r}; use one of {', '.join(Agent.Status.values)}."}
+@transaction.atomic
+def agent_heartbeat(*, agent, status=None, now=None):
+    """Record that the agent is alive: a conditional update, no lock.
+
+    An agent that was offline (taken off the queue for its silence, or that
+    said so itself) is back: idle, or busy if it still holds a task, or the
+    status it reports; each of its boards hears `agent.online`.
+    """
+    now = now or timezone.now()
+    if status is not None and status not in Agent.Status.values:
+        raise ValidationError({"status": f"Unknown status {status!r}; use one of {', '.join(Agent.Status.values)}."})
+    came_back = 0
+    if status != Agent.Status.OFFLINE:
+        back = status or (
+            Agent.Status.BUSY if Task.objects.in_hand().filter(assigned_agent=agent).exists() else Agent.Status.IDLE
+        )
+        came_back = Agent.objects.filter(pk=agent.pk, status=Agent.Status.OFFLINE, revoked_at__isnull=True).update(
+            status=back, last_heartbeat=now
+        )
+    if came_back:
+        agent.status, agent.last_heartbeat = back, now
+        for board in agent.boards.order_by("pk"):
+            event_emit(
+                board=board, type=EventType.AGENT_ONLINE, entity=agent, payload={"name": agent.name}, actor=agent
             )
+        return agent
+    changes = {"last_heartbeat": now}
+    if status is not None:
         changes["status"] = status
     Agent.objects.filter(pk=agent.pk).update(**changes)
     for name, value in changes.items():
         setattr(agent, name, value)
     return agent
+
+
+def agent_silence_limit():
+    """How long an agent may go without a heartbeat: OMOI_MISSED_HEARTBEATS missed, OMOI_HEARTBEAT_INTERVAL apart."""
+    return settings.OMOI_HEARTBEAT_INTERVAL * settings.OMOI_MISSED_HEARTBEATS
+
+
+def agents_silent(*, now):
+    """Agents on the queue (not offline, not revoked) with no sign of life for longer than `agent_silence_limit`.
+
+    The last sign of life is the last heartbeat; for an agent that never sent
+    one, the assignment of the task it holds, else its registration.
+    """
+    latest_assignment = (
+        Task.objects.in_hand().filter(assigned_agent=OuterRef("pk")).order_by("-assigned_at").values("assigned_at")[:1]
+    )
+    return (
+        Agent.objects.filter(revoked_at__isnull=True)
+        .exclude(status=Agent.Status.OFFLINE)
+        .alias(seen=Coalesce("last_heartbeat", Subquery(latest_assignment), "created_at"))
+        .filter(seen__lt=now - agent_silence_limit())
+    )
+
+
+@transaction.atomic
+def agent_mark_offline(*, agent, now=None, actor=ORCHESTRATOR):
+    """Take a silent agent off the queue: it goes offline and the tasks it holds go back to the queue.
+
+    Only while the agent is still silent at `now` (`agents_silent`): a
+    heartbeat that arrived meanwhile, or another orchestrator that was first,
+    leaves everything as it is and False is returned. Each task it held fails
+    through `task_fail` ("Agent X went silent"), so it counts as a retry and
+    waits its back-off; a task out of retries stays failed. Each of the
+    agent's boards hears `agent.offline`.
+    """
+    now = now or timezone.now()
+    # The tasks first, then the agent: the order task_fail locks them in, so the two never wait on each other.
+    held = list(
+        Task.objects.in_hand()
+        .filter(assigned_agent=agent)
+        .select_for_update(of=("self",))
+        .select_related("ticket__board", "phase")
+        .order_by("pk")
+    )
+    silent = agents_silent(now=now).filter(pk=agent.pk).select_for_update().values_list("last_heartbeat", flat=True)
+    if not silent:
+        return False
+    last_heartbeat = silent[0]
+    Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.OFFLINE)
+    agent.status = Agent.Status.OFFLINE
+    error = f"Agent {agent.name} went silent: no heartbeat for {int(agent_silence_limit().total_seconds())} s."
+    # Events lock their board: the boards go in id order, each with its released tasks and its notice.
+    its_boards = {board.pk: board for board in agent.boards.all()}
+    boards = {**{task.ticket.board_id: task.ticket.board for task in held}, **its_boards}
+    for board_id in sorted(boards):
+        released = [task for task in held if task.ticket.board_id == board_id]
+        for task in released:
+            task_fail(task=task, agent=agent, attempt=task.attempt, error=error, now=now, actor=actor)
+        if board_id in its_boards:
+            event_emit(
+                board=boards[board_id],
+                type=EventType.AGENT_OFFLINE,
+                entity=agent,
+                payload={
+                    "name": agent.name,
+                    "last_heartbeat": last_heartbeat.isoformat() if last_heartbeat else None,
+                    "tasks": [task.pk for task in released],
+                },
+                actor=actor,
+            )
+    return True
 
 
 @transaction.atomic

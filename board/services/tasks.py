@@ -1,17 +1,92 @@
-"""Tasks and the queue: create in any phase, claim (never twice), start, complete, fail with retries, release."""
+"""Tasks and the queue: create in any phase, claim (one task per agent, never twice), start, complete, fail, time out.
 
-from datetime import timedelta
+Every claim takes a new attempt (`Task.attempt`), so a report that comes from
+an attempt the queue has since given up on (timed out, its agent gone silent)
+is refused instead of overwriting the work of the attempt that replaced it.
+"""
 
+import random
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import transaction
+from django.db.models import Exists, F
 from django.utils import timezone
 
 from ..errors import TaskStateError, TransitionRefused
-from ..events import EventType, actor_label, event_emit, task_payload
-from ..models import Agent, Priority, Task
+from ..events import ORCHESTRATOR, EventType, actor_label, event_emit, task_payload
+from ..models import Agent, Priority, Task, running_time_limit
 from .inputs import clean_capabilities, clean_priority, clean_text, resolve_phase
 
 PRIORITY_SCORE = {Priority.LOW: 1.0, Priority.MEDIUM: 2.0, Priority.HIGH: 3.0, Priority.CRITICAL: 4.0}
+BOOST_POINTS = 1.0
+DEPENDENT_POINTS = 0.5
+AGE_POINTS_PER_DAY = 1.0
+# The instant Task.score is stated at (see task_score); any fixed instant gives the same order.
+SCORE_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+
+DEFAULT_RETRY_BACKOFF_SECONDS = 30
+# The jitter's source: one generator for the process, seeded by tests that need a known spread.
+RETRY_JITTER = random.Random()
+
+
+def task_score(*, base, created_at, now, boost=False, dependents=0):
+    """A task's place in the queue at `now`: the ready task with the highest score is handed out first.
+
+        score = base + 1 (boosted by a discovery) + 0.5 × dependents + 1 × days waited
+
+    - base: the priority's weight (LOW 1, MEDIUM 2, HIGH 3, CRITICAL 4), or the
+      score given when the task was created, which replaces it;
+    - boost: a discovery that asked for a priority boost adds a point, on top
+      of the priority it raised by one level;
+    - dependents: half a point for each task waiting on this one (counted as
+      each is created), so the work that unblocks others goes first;
+    - age: a point per day since the task was created (`now - created_at`), so
+      waiting work overtakes fresh work one priority higher after a day and
+      low-priority work never starves.
+
+    Ties go to the older task, then the lower id. Every task ages at the same
+    rate, so which of two tasks comes first never depends on `now`: `Task.score`
+    stores the score at one fixed instant (`SCORE_EPOCH`; negative for tasks
+    created later, which is only a shift) and the claim orders by that indexed
+    column, `-score, created_at, id`, with nothing to refresh. `task_score_now`
+    adds back the age every task shares.
+    """
+    waited_days = (now - created_at).total_seconds() / 86400
+    return base + (BOOST_POINTS if boost else 0.0) + DEPENDENT_POINTS * dependents + AGE_POINTS_PER_DAY * waited_days
+
+
+def task_score_now(task, *, now=None):
+    """The task's score at `now` (what agents are shown), from the score stored at SCORE_EPOCH."""
+    now = now or timezone.now()
+    return task.score + AGE_POINTS_PER_DAY * (now - SCORE_EPOCH).total_seconds() / 86400
+
+
+def retry_delay(*, retry_count, base, cap, rng=RETRY_JITTER):
+    """How long a failed task waits before it is offered again: exponential back-off with "equal jitter".
+
+    The ceiling doubles with each retry already made, `base × 2^retry_count`
+    seconds, and never passes `cap`; the task waits half the ceiling plus a
+    random share of the other half. The fixed half keeps a retry from coming
+    back at once; the random half spreads tasks that failed together (a
+    database down, an agent pool restarted) so they do not return together.
+    """
+    ceiling = min(float(cap), float(base) * 2.0 ** min(retry_count, 64))
+    return timedelta(seconds=ceiling / 2 + rng.uniform(0, ceiling / 2))
+
+
+def task_retry_delay(task, *, rng=RETRY_JITTER):
+    """The back-off before `task`'s next retry, from its phase's settings or the site's defaults."""
+    phase = task.phase
+    base = phase.retry_backoff_seconds
+    cap = phase.retry_backoff_max_seconds
+    return retry_delay(
+        retry_count=task.retry_count,
+        base=DEFAULT_RETRY_BACKOFF_SECONDS if base is None else base,
+        cap=settings.OMOI_RETRY_BACKOFF_MAX.total_seconds() if cap is None else cap,
+        rng=rng,
+    )
 
 
 @transaction.atomic
@@ -25,6 +100,7 @@ def task_create(
     task_type="work",
     priority=None,
     score=None,
+    boost=False,
     dependencies=(),
     required_capabilities=None,
     max_retries=None,
@@ -36,7 +112,9 @@ def task_create(
 
     Tasks are free to start in another phase than the ticket's: an agent
     spawns work wherever it is needed, and the ticket's own phase moves only
-    through the transition service.
+    through the transition service. Its score is `task_score`'s: `score`, when
+    given, replaces the priority's weight; `boost` is a discovery's boost; each
+    dependency still open gains the points of one more dependent.
     """
     title = clean_text(title, field="title", max_length=200, required=True)
     task_type = clean_text(task_type, field="task_type", max_length=64) or "work"
@@ -59,6 +137,7 @@ def task_create(
         max_retries = phase.max_retries if phase.max_retries is not None else 3
     if timeout_seconds is None:
         timeout_seconds = phase.timeout_seconds or 3600
+    base = PRIORITY_SCORE[priority] if score is None else float(score)
     task = Task.objects.create(
         ticket=ticket,
         phase=phase,
@@ -66,15 +145,20 @@ def task_create(
         description=description or "",
         task_type=task_type,
         priority=priority,
-        score=PRIORITY_SCORE[priority] if score is None else float(score),
         required_capabilities=clean_capabilities(required_capabilities, field="required_capabilities"),
         max_retries=max_retries,
         timeout_seconds=timeout_seconds,
         parent=parent,
         created_by=actor_label(actor),
     )
+    # The score counts age from created_at, which the insert sets.
+    task.score = task_score(base=base, boost=boost, created_at=task.created_at, now=SCORE_EPOCH)
+    Task.objects.filter(pk=task.pk).update(score=task.score)
     if dependencies:
         task.dependencies.set(dependencies)
+        Task.objects.filter(pk__in=[dep.pk for dep in dependencies], status__in=Task.OPEN_STATUSES).update(
+            score=F("score") + DEPENDENT_POINTS
+        )
     event_emit(
         board=ticket.board,
         type=EventType.TASK_CREATED,
@@ -91,63 +175,136 @@ def task_create(
     return task
 
 
-def task_claim(*, agent, board=None):
-    """Hand the best ready task to `agent`, or None when there is none.
+@transaction.atomic
+def task_claim(*, agent, board=None, now=None):
+    """The task `agent` is to work on: the one it holds, else the best ready task it may do; None when there is none.
 
-    Best is the highest score, then the oldest. The claim is a conditional
-    update (`status = pending` still true), so two agents asking at once never
-    get the same task, on any database. Where the database can skip locked
-    rows, each claimer first locks its candidate with SKIP LOCKED: concurrent
-    agents then take different tasks instead of queueing behind the same one.
+    One task per agent at a time. An agent that holds a task, assigned or
+    running, gets that one back (the oldest if it somehow holds several), with
+    its attempt unchanged: that is also how an agent learns what the
+    orchestrator assigned to it. With `board`, only that board's work is
+    considered, and a task held on another board answers None.
+
+    Otherwise the agent takes the ready task with the highest score (see
+    `task_score`) among those it matches (`Task.objects.matching`): a new
+    attempt. The agent's row is locked first, so its concurrent calls take
+    turns and it never ends up holding two tasks; the task is taken with a
+    conditional update (`status = pending` still true), so two agents never
+    get the same one, on any database. Where the database can skip locked
+    rows, the candidate is locked with SKIP LOCKED first: concurrent agents
+    then take different tasks instead of queueing behind the same one.
     """
     if board is not None and not agent.boards.filter(pk=board.pk).exists():
         raise PermissionDenied(f"Agent {agent.name} is not on board {board.slug}.")
-    candidates = Task.objects.ready().for_agent(agent)
+    now = now or timezone.now()
+    locked = Agent.objects.select_for_update().filter(pk=agent.pk, revoked_at__isnull=True).first()
+    if locked is None:
+        return None
+    held = _task_in_hand(locked)
+    if held is not None:
+        return held if board is None or held.ticket.board_id == board.pk else None
+    return _task_take_best(locked, board=board, now=now, actor=agent)
+
+
+@transaction.atomic
+def task_assign(*, agent, now=None, actor=ORCHESTRATOR):
+    """The orchestrator's claim for an idle agent: the task `task_claim` would give it, taken the same way.
+
+    None when the agent is not idle, revoked, already holds a task, is being
+    handled by another orchestrator (its row is locked: skipped, not waited
+    for), or no ready task matches it. The agent learns of its new task from
+    its next claim.
+    """
+    now = now or timezone.now()
+    locked = (
+        Agent.objects.select_for_update(skip_locked=True)
+        .filter(pk=agent.pk, revoked_at__isnull=True, status=Agent.Status.IDLE)
+        .first()
+    )
+    if locked is None or _task_in_hand(locked) is not None:
+        return None
+    return _task_take_best(locked, board=None, now=now, actor=actor)
+
+
+def _task_in_hand(agent):
+    return (
+        Task.objects.in_hand()
+        .filter(assigned_agent=agent)
+        .select_related("ticket__board", "phase", "assigned_agent")
+        .order_by("assigned_at", "pk")
+        .first()
+    )
+
+
+QUEUE_ORDER = ("-score", "created_at", "id")
+# How much of the head of the queue a claim looks at first (see _task_take_best).
+QUEUE_HEAD = 100
+
+
+def _task_take_best(agent, *, board, now, actor):
+    candidates = Task.objects.ready(now).matching(agent)
     if board is not None:
         candidates = candidates.filter(ticket__board=board)
-    candidates = candidates.order_by("-score", "created_at", "id")
-    if connection.features.has_select_for_update_skip_locked and connection.vendor == "postgresql":
-        return _task_claim_skip_locked(candidates, agent)
-    candidates = candidates.values_list("pk", "required_capabilities")
-    offset, batch = 0, 100
-    while True:
-        rows = list(candidates[offset : offset + batch])
-        if not rows:
-            return None
-        for pk, required in rows:
-            if not agent.has_capabilities(required):
-                continue
-            task = _task_take(pk, agent)
+    candidates = candidates.order_by(*QUEUE_ORDER).select_for_update(skip_locked=True, of=("self",))
+    # Most claims are served by the first tasks in line. Reading their ids first, from the task table alone,
+    # then checking only those keeps a claim cheap even where the planner does not know the table yet (a
+    # fresh bulk load, no statistics): it would otherwise check every pending task's dependencies, board
+    # and capabilities before sorting. The rest of the queue is looked at only when the head had nothing.
+    pending = Task.objects.filter(status=Task.Status.PENDING).order_by(*QUEUE_ORDER)
+    head = list(pending.values_list("pk", flat=True)[:QUEUE_HEAD])
+    tries = [candidates.filter(pk__in=head)] + ([candidates] if len(head) == QUEUE_HEAD else [])
+    for where in tries:
+        # A lost race leaves the candidate taken; the next one is tried (the lock makes that rare, SQLite impossible).
+        for _ in range(3):
+            pk = where.values_list("pk", flat=True).first()
+            if pk is None:
+                break
+            task = _task_take(pk, agent, now=now, actor=actor)
             if task is not None:
                 return task
-        offset += batch
+    return None
 
 
-@transaction.atomic
-def _task_claim_skip_locked(candidates, agent):
-    mine = candidates.filter(required_capabilities__contained_by=agent.capabilities or [])
-    pk = mine.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True).first()
-    return _task_take(pk, agent) if pk is not None else None
-
-
-@transaction.atomic
-def _task_take(pk, agent):
-    now = timezone.now()
-    taken = Task.objects.filter(pk=pk, status=Task.Status.PENDING).update(
-        status=Task.Status.ASSIGNED, assigned_agent=agent, assigned_at=now, updated_at=now
+def _task_take(pk, agent, *, now, actor):
+    holds_one = Task.objects.in_hand().filter(assigned_agent=agent)
+    taken = (
+        Task.objects.filter(pk=pk, status=Task.Status.PENDING)
+        .filter(~Exists(holds_one))
+        .update(
+            status=Task.Status.ASSIGNED,
+            assigned_agent=agent,
+            assigned_at=now,
+            started_at=None,
+            attempt=F("attempt") + 1,
+            updated_at=now,
+        )
     )
     if not taken:
         return None  # another agent was quicker
     task = Task.objects.select_related("ticket__board", "phase", "assigned_agent").get(pk=pk)
-    Agent.objects.filter(pk=agent.pk).update(status=Agent.Status.BUSY, last_heartbeat=now)
+    changes = {"status": Agent.Status.BUSY}
+    if isinstance(actor, Agent):
+        changes["last_heartbeat"] = now  # asking for work is a sign of life; an assignment is not
+    Agent.objects.filter(pk=agent.pk).update(**changes)
     event_emit(
-        board=task.ticket.board, type=EventType.TASK_ASSIGNED, entity=task, payload=task_payload(task), actor=agent
+        board=task.ticket.board,
+        type=EventType.TASK_ASSIGNED,
+        entity=task,
+        payload=task_payload(task, attempt=task.attempt),
+        actor=actor,
     )
     return task
 
 
-def _held_task(task, agent, allowed):
+def _held_task(task, agent, allowed, attempt):
     task = Task.objects.select_for_update(of=("self",)).select_related("ticket__board", "phase").get(pk=task.pk)
+    if attempt is not None and attempt != task.attempt:
+        if attempt < task.attempt:
+            raise TaskStateError(
+                f"Task {task.pk}'s attempt {attempt} was superseded by attempt {task.attempt}; "
+                "its report is not recorded, so drop this work and ask for your next task."
+            )
+        raise TaskStateError(f"Task {task.pk} has no attempt {attempt}; its current attempt is {task.attempt}.")
     if task.assigned_agent_id != agent.pk:
         holder = "nobody" if task.assigned_agent_id is None else "another agent"
         raise TaskStateError(f"Task {task.pk} is held by {holder}, not by {agent.name}.")
@@ -158,26 +315,36 @@ def _held_task(task, agent, allowed):
 
 
 @transaction.atomic
-def task_start(*, task, agent):
-    task = _held_task(task, agent, [Task.Status.ASSIGNED])
+def task_start(*, task, agent, attempt=None, now=None):
+    """The holder starts the task; with `attempt`, only if that attempt is still the task's."""
+    task = _held_task(task, agent, [Task.Status.ASSIGNED], attempt)
     task.status = Task.Status.RUNNING
-    task.started_at = timezone.now()
+    task.started_at = now or timezone.now()
     task.save(update_fields=["status", "started_at", "updated_at"])
     event_emit(
-        board=task.ticket.board, type=EventType.TASK_STARTED, entity=task, payload=task_payload(task), actor=agent
+        board=task.ticket.board,
+        type=EventType.TASK_STARTED,
+        entity=task,
+        payload=task_payload(task, attempt=task.attempt),
+        actor=agent,
     )
     return task
 
 
 @transaction.atomic
-def task_complete(*, task, agent, result=None, artifacts=(), completed_criteria=()):
-    """The holder reports the task done, with its result, artifacts and the done-definitions it met."""
-    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING])
+def task_complete(*, task, agent, result=None, artifacts=(), completed_criteria=(), attempt=None, now=None):
+    """The holder reports the task done, with its result, artifacts and the done-definitions it met.
+
+    With `attempt`, a report from an attempt the queue has given up on (timed
+    out, or its agent went silent, and claimed again since) is refused and
+    changes nothing.
+    """
+    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING], attempt)
     task.status = Task.Status.COMPLETED
     task.result = result
     task.artifacts = list(artifacts)
     task.completed_criteria = list(completed_criteria)
-    task.finished_at = timezone.now()
+    task.finished_at = now or timezone.now()
     task.error = ""
     task.save(
         update_fields=["status", "result", "artifacts", "completed_criteria", "finished_at", "error", "updated_at"]
@@ -188,32 +355,62 @@ def task_complete(*, task, agent, result=None, artifacts=(), completed_criteria=
         board=task.ticket.board,
         type=EventType.TASK_COMPLETED,
         entity=task,
-        payload=task_payload(task, missing_criteria=missing),
+        payload=task_payload(task, attempt=task.attempt, missing_criteria=missing),
         actor=agent,
     )
     return task
 
 
 @transaction.atomic
-def task_fail(*, task, agent, error, retryable=True):
-    """The holder reports failure. A retryable failure goes back to the queue after a back-off, while retries last."""
-    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING])
+def task_fail(*, task, agent, error, retryable=True, attempt=None, now=None, actor=None):
+    """The holder's attempt failed. A retryable failure goes back to the queue after a back-off, while retries last.
+
+    The back-off is `task_retry_delay`'s. After `max_retries` retries the task
+    stays failed, and the event says `will_retry: false`. `actor` is who
+    reports it: the holder itself by default, the orchestrator for a holder
+    that went silent.
+    """
+    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING], attempt)
     error = clean_text(error, field="error", required=True)
-    return _task_failed(task, actor=agent, error=error, retryable=retryable)
+    return _task_failed(task, actor=actor or agent, error=error, retryable=retryable, now=now or timezone.now())
 
 
-def _retry_delay(task):
-    base = task.phase.retry_backoff_seconds or 30
-    return timedelta(seconds=min(base * 2**task.retry_count, 24 * 3600))
+@transaction.atomic
+def task_time_out(*, task, now=None, actor=ORCHESTRATOR):
+    """Fail a task held past its time, through the failure path: retried after a back-off while retries last.
+
+    Past its time is `Task.objects.overdue`: assigned but not started within
+    OMOI_START_TIMEOUT, or running longer than its time-out. The update is
+    guarded on the status and attempt the caller saw in `task`: when the task
+    has moved on since (started, reported, timed out by another orchestrator),
+    nothing changes and None is returned. The task.failed event says
+    `timed_out: true`.
+    """
+    now = now or timezone.now()
+    late = (
+        Task.objects.filter(pk=task.pk, status=task.status, attempt=task.attempt)
+        .overdue(now)
+        .select_for_update(of=("self",))
+        .select_related("ticket__board", "phase", "assigned_agent")
+        .first()
+    )
+    if late is None:
+        return None
+    if late.status == Task.Status.ASSIGNED:
+        seconds = int(settings.OMOI_START_TIMEOUT.total_seconds())
+        error = f"Timed out: not started within {seconds} s of being assigned."
+    else:
+        seconds = int(running_time_limit(late.timeout_seconds, late.phase).total_seconds())
+        error = f"Timed out: still running {seconds} s after it started."
+    return _task_failed(late, actor=actor, error=error, retryable=True, now=now, timed_out=True)
 
 
-def _task_failed(task, *, actor, error, retryable):
-    now = timezone.now()
+def _task_failed(task, *, actor, error, retryable, now, timed_out=False):
     will_retry = retryable and task.retry_count < task.max_retries
     task.error = error
     task.finished_at = None if will_retry else now
     if will_retry:
-        task.next_attempt_at = now + _retry_delay(task)
+        task.next_attempt_at = now + task_retry_delay(task)
         task.retry_count += 1
         task.status = Task.Status.PENDING
     else:
@@ -239,7 +436,9 @@ def _task_failed(task, *, actor, error, retryable):
         entity=task,
         payload=task_payload(
             task,
+            attempt=task.attempt,
             error=error,
+            timed_out=timed_out,
             will_retry=will_retry,
             retry_count=task.retry_count,
             next_attempt_at=task.next_attempt_at.isoformat() if will_retry else None,
@@ -264,8 +463,5 @@ def task_release(task, *, actor, reason):
 
 
 def _agent_free(agent):
-    still_busy = Task.objects.filter(
-        assigned_agent=agent, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING]
-    ).exists()
-    if not still_busy:
+    if not Task.objects.in_hand().filter(assigned_agent=agent).exists():
         Agent.objects.filter(pk=agent.pk, status=Agent.Status.BUSY).update(status=Agent.Status.IDLE)
