@@ -79,6 +79,8 @@ INSTALLED_APPS = [
     "phases",
     "board",
     "discoveries",
+    # The composition root: the orchestrator's command lives here, above every app whose steps it runs.
+    "omoi_site",
 ]
 
 MIDDLEWARE = [
