@@ -25,9 +25,10 @@ setup: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py bootstrap
 
+# The web server, the orchestrator and OMOI_DEMO_AGENTS (default 2) simulated agents on the demo board.
 run: setup
 	@echo "Omoi is at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
-	$(PY) -m omoi_site.server --bind $(HOST) --port $(PORT) omoi_site.asgi:application
+	$(PY) -m omoi_site.launcher --bind $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m pytest
