@@ -365,3 +365,29 @@ def test_a_hundred_idle_agents_get_work_from_ten_thousand_tasks_quickly(board, a
     assert len({agent.pk for agent in crew}) == Task.objects.in_hand().values("assigned_agent").distinct().count()
     print(f"assigned 100 tasks in {elapsed:.2f} s")
     assert elapsed < 3, f"assigning 100 tasks took {elapsed:.2f} s"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_orchestrators_racing_release_each_silent_agent_once(board, alice):
+    if connection.vendor != "postgresql":
+        pytest.skip("real concurrent connections need PostgreSQL")
+    now = timezone.now()
+    ticket = ticket_create(board=board, title="Many tasks", actor=alice)
+    tasks(ticket, alice, 12)
+    crew = agents(board, alice, 12, now)
+    for agent in crew:
+        task_claim(agent=agent, now=now)
+    later = now + SILENCE + timedelta(seconds=1)
+
+    def orchestrator():
+        while release_silent_agents(now=later, batch=5):
+            pass
+
+    race([orchestrator for _ in range(4)])
+    offline = Counter(Event.objects.filter(type="agent.offline").values_list("entity_id", flat=True))
+    failed = Counter(Event.objects.filter(type="task.failed").values_list("entity_id", flat=True))
+    assert len(offline) == 12 and max(offline.values()) == 1
+    assert len(failed) == 12 and max(failed.values()) == 1
+    assert set(Task.objects.values_list("status", "retry_count")) == {("pending", 1)}
+    assert set(Agent.objects.values_list("status", flat=True)) == {"offline"}

@@ -559,8 +559,52 @@ def test_an_agent_saying_it_is_offline_stays_offline_until_it_says_otherwise(age
     assert Event.objects.filter(type="agent.online").count() == 1
 
 
+def test_an_agent_back_with_a_task_in_hand_is_busy(task, agent, now):
+    task_claim(agent=agent, now=now)
+    agent_heartbeat(agent=agent, status="offline", now=now)
+    assert agent_heartbeat(agent=agent, now=now).status == "busy"
+    assert Agent.objects.get(pk=agent.pk).status == "busy"
+
+
 def test_a_heartbeat_does_not_bring_back_a_revoked_agent(agent, alice, now):
     agent_revoke(agent=agent, actor=alice)
     agent_heartbeat(agent=agent, now=now)
     assert Agent.objects.get(pk=agent.pk).status == "offline"
     assert not Event.objects.filter(type="agent.online").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_claiming_from_several_connections_at_once_still_holds_one_task(board, alice):
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("real concurrent connections need PostgreSQL")
+    ticket = ticket_create(board=board, title="Many tasks", actor=alice)
+    for n in range(10):
+        task_create(ticket=ticket, title=f"Task {n}", actor=alice)
+    agent = agent_create(name="eager", boards=[board], actor=alice)[0]
+    start = threading.Barrier(6)
+    got, errors = [], []
+
+    def claim():
+        try:
+            start.wait()
+            for _ in range(5):
+                got.append(task_claim(agent=agent).pk)
+        except Exception as exc:  # reported below, in the test thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(got) == 30 and len(set(got)) == 1
+    assert Task.objects.filter(assigned_agent=agent).count() == 1
+    assert Event.objects.filter(type="task.assigned").count() == 1

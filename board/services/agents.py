@@ -6,7 +6,7 @@ import secrets
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Case, Exists, OuterRef, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -144,7 +144,7 @@ def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNC
 
 @transaction.atomic
 def agent_heartbeat(*, agent, status=None, now=None):
-    """Record that the agent is alive: a conditional update, no lock.
+    """Record that the agent is alive: conditional updates, no row lock.
 
     An agent that was offline (taken off the queue for its silence, or that
     said so itself) is back: idle, or busy if it still holds a task, or the
@@ -155,14 +155,17 @@ def agent_heartbeat(*, agent, status=None, now=None):
         raise ValidationError({"status": f"Unknown status {status!r}; use one of {', '.join(Agent.Status.values)}."})
     came_back = 0
     if status != Agent.Status.OFFLINE:
-        back = status or (
-            Agent.Status.BUSY if Task.objects.in_hand().filter(assigned_agent=agent).exists() else Agent.Status.IDLE
+        holding = Exists(Task.objects.in_hand().filter(assigned_agent=agent))
+        back = (
+            Value(status)
+            if status
+            else Case(When(holding, then=Value(Agent.Status.BUSY)), default=Value(Agent.Status.IDLE))
         )
         came_back = Agent.objects.filter(pk=agent.pk, status=Agent.Status.OFFLINE, revoked_at__isnull=True).update(
             status=back, last_heartbeat=now
         )
     if came_back:
-        agent.status, agent.last_heartbeat = back, now
+        agent.status, agent.last_heartbeat = Agent.objects.values_list("status", flat=True).get(pk=agent.pk), now
         for board in agent.boards.order_by("pk"):
             event_emit(
                 board=board, type=EventType.AGENT_ONLINE, entity=agent, payload={"name": agent.name}, actor=agent
