@@ -68,10 +68,26 @@ def with_last_progress(tickets):
     )
 
 
-def _finished_phase_ids():
-    """Terminal phases where work has ended; a holding phase such as Blocked is terminal too but parks work."""
-    terminal = Phase.objects.filter(is_terminal=True).only("pk", "key", "is_terminal", "configuration")
-    return [phase.pk for phase in terminal if not phase.is_holding]
+def _phase_ids():
+    """(finished, working): terminal phases where work has ended (a holding phase such as Blocked is terminal
+    too, but parks work), and phases that create tasks on entry. One query."""
+    finished, working = [], []
+    for phase in Phase.objects.only("pk", "key", "is_terminal", "configuration"):
+        if phase.is_terminal and not phase.is_holding:
+            finished.append(phase.pk)
+        if (phase.configuration or {}).get("default_tasks"):
+            working.append(phase.pk)
+    return finished, working
+
+
+def _expecting_work(working_phase_ids):
+    """Tickets whose phase expects work: it creates tasks on entry, or the ticket has had a task in it.
+
+    A ticket waiting in Backlog or parked in Blocked with nothing asked of it
+    there is waiting on people, not stuck: rescuing it would only make noise.
+    """
+    in_phase = Task.objects.filter(ticket=OuterRef("pk"), phase_id=OuterRef("phase_id"))
+    return Q(phase_id__in=working_phase_ids) | Q(Exists(in_phase))
 
 
 def _recent_rescues(*, cutoff, window=None):
@@ -104,7 +120,12 @@ def stuck_tickets(*, now):
     window, length = rescue_window(now)
     cutoff = now - length
     recent = _recent_rescues(window=window, cutoff=cutoff).filter(ticket=OuterRef("pk"))
-    idle = Ticket.objects.filter(is_blocked=False, updated_at__lt=cutoff).exclude(phase_id__in=_finished_phase_ids())
+    finished, working = _phase_ids()
+    idle = (
+        Ticket.objects.filter(is_blocked=False, updated_at__lt=cutoff)
+        .filter(_expecting_work(working))
+        .exclude(phase_id__in=finished)
+    )
     for progress in _progress_since(cutoff):
         idle = idle.exclude(progress)
     return with_last_progress(idle.exclude(Exists(recent))).order_by("last_progress", "pk")

@@ -524,3 +524,21 @@ def test_the_admin_shows_rescues_and_allows_no_changes(alice_client, stuck, star
     assert alice_client.get(reverse("admin:discoveries_ticketrescue_add")).status_code == 403
     assert alice_client.post(change, {}).status_code == 403
     assert alice_client.post(reverse("admin:discoveries_ticketrescue_delete", args=[rescue.pk])).status_code == 403
+
+
+def test_a_ticket_waiting_in_backlog_with_nothing_asked_of_it_is_not_stuck(board, alice, start):
+    waiting = stuck_ticket(board, alice, start - IDLE, title="Someday", phase="PHASE_BACKLOG", failed_task=False)
+    assert not rescue_stuck_tickets(now=start)
+    assert not TicketRescue.objects.filter(ticket=waiting).exists()
+
+
+def test_a_ticket_with_work_started_in_a_waiting_phase_can_be_stuck(board, alice, start):
+    started = stuck_ticket(board, alice, start - IDLE, title="Triage", phase="PHASE_BACKLOG", failed_task=True)
+    rescue_stuck_tickets(now=start)
+    assert TicketRescue.objects.filter(ticket=started).count() == 1
+
+
+def test_a_ticket_in_a_phase_that_creates_tasks_is_stuck_even_before_it_has_one(board, alice, start):
+    empty = stuck_ticket(board, alice, start - IDLE, title="Nobody started", phase="PHASE_DESIGN", failed_task=False)
+    rescue_stuck_tickets(now=start)
+    assert TicketRescue.objects.filter(ticket=empty).count() == 1
