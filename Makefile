@@ -53,7 +53,8 @@ check: lint migrations-check
 # Board page and move timings, on SQLite in a temporary file, then on PostgreSQL when one answers
 # (in a new omoi_bench database, dropped afterwards). Results also go to bench/results/<database>.json.
 # Then the agent API over HTTP, Daphne and 16 clients, in a new omoi_api_bench database on that server,
-# and the server's memory across uploads of 300 MB (bench/results/body-limit.json).
+# and the server's memory across uploads of 300 MB (bench/results/body-limit.json). Then the orchestrator:
+# assignments per second, three orchestrators at once, and a full pass over 1,000 and 10,000 tickets.
 BENCH_POSTGRES_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/omoi_bench)
 
 # Both passes run even when the first fails; make fails if either did. The URL may hold a password: not echoed.
@@ -62,6 +63,8 @@ bench: install
 	DATABASE_URL= $(PY) -m bench.board || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.board --skip-unreachable || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.api --skip-unreachable || status=1; \
+	DATABASE_URL= $(PY) -m bench.orchestrator || status=1; \
+	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.orchestrator --skip-unreachable || status=1; \
 	$(PY) -m bench.body_limit || status=1; \
 	exit $$status
 

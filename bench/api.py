@@ -138,13 +138,16 @@ def run(args, env, where, redis_url):
     tasks_needed = 2 * (args.requests + args.warmup + args.clients)
     print(f"Seeding {args.clients} agents and {tasks_needed:,} tasks…", flush=True)
     agents = seed(clients=args.clients, tasks=tasks_needed, seed=args.seed)
+    # An agent holds one task at a time: each claim measured is made by an agent holding none, which then
+    # holds it for the completion measured next.
+    workers = seed_workers(args.warmup + args.requests)
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         version = cursor.fetchone()[0]
     connections.close_all()
 
     with daphne(env) as port:
-        results = measure_all(port, agents, args)
+        results = measure_all(port, agents, workers, args)
 
     results = {
         "database": {"vendor": "postgresql", "version": version, "where": where},
@@ -206,6 +209,21 @@ def seed(*, clients, tasks, seed):
     return agents
 
 
+def seed_workers(count):
+    """Tokens of `count` more agents on the bench board, created in bulk (each claims once, then completes)."""
+    from board.models import Agent, Board
+    from board.services import TOKEN_PREFIX, token_hash
+
+    board = Board.objects.get(slug=BOARD_SLUG)
+    tokens = [f"{TOKEN_PREFIX}bench-worker-{n:06d}-{secrets.token_urlsafe(16)}" for n in range(count)]
+    made = Agent.objects.bulk_create(
+        Agent(name=f"worker-{n}", token_hash=token_hash(token), token_prefix=token[:11])
+        for n, token in enumerate(tokens)
+    )
+    Agent.boards.through.objects.bulk_create(Agent.boards.through(agent=agent, board=board) for agent in made)
+    return tokens
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -262,11 +280,12 @@ class Client:
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
 
-    def call(self, method, path, body=None):
-        """(status, decoded JSON or None, seconds from sending to the whole answer read)."""
+    def call(self, method, path, body=None, *, token=None):
+        """(status, decoded JSON or None, seconds from sending to the whole answer read); `token`: as another agent."""
         payload = json.dumps(body).encode() if body is not None else None
+        headers = {**self.headers, "Authorization": f"Bearer {token}"} if token else self.headers
         started = time.perf_counter()
-        self.connection.request(method, path, body=payload, headers=self.headers)
+        self.connection.request(method, path, body=payload, headers=headers)
         response = self.connection.getresponse()
         content = response.read()
         elapsed = time.perf_counter() - started
@@ -328,7 +347,7 @@ def figures(elapsed, latencies, errors):
 
 
 def claim_in_process(agents, counts):
-    """Task ids claimed through the claim service, `counts[i]` for agent i, one agent after the other.
+    """Task ids claimed through the claim service, `counts[i]` for agent i (0 or 1), one agent after the other.
 
     Done here rather than over HTTP: these claims prepare a run and are not measured.
     """
@@ -343,25 +362,36 @@ def claim_in_process(agents, counts):
     return held
 
 
-def measure_all(port, agents, args):
+def measure_all(port, agents, workers, args):
     clients = [Client(port, token) for _, token in agents]
+    # Each client's share of the workers, in the order its claims and then its completions use them.
+    per_client = [
+        warm + run
+        for warm, run in zip(shares(args.warmup, len(clients)), shares(args.requests, len(clients)), strict=True)
+    ]
+    starts = [sum(per_client[:index]) for index in range(len(clients))]
+    fresh = [iter(workers[start : start + count]) for start, count in zip(starts, per_client, strict=True)]
+    holding = [[] for _ in clients]
 
     def health(index, client, number):
         status, _, elapsed = client.call("GET", "/api/v1/health")
         return status, 200, elapsed
 
     def claim(index, client, number):
-        status, body, elapsed = client.call("POST", "/api/v1/tasks/next", {"board": BOARD_SLUG})
+        token = next(fresh[index])
+        status, body, elapsed = client.call("POST", "/api/v1/tasks/next", {"board": BOARD_SLUG}, token=token)
+        if status == 200:
+            holding[index].append((token, body["id"], body["attempt"]))
         return status, 200, elapsed
 
     held = [[] for _ in clients]
 
     def complete(index, client, number):
-        if not held[index]:
+        if not holding[index]:
             return "no task held", 200, None  # its claim failed: counted, not timed
-        task_id = held[index].pop()
-        body = {"result": {"summary": "done", "n": number}, "completed_criteria": []}
-        status, _, elapsed = client.call("POST", f"/api/v1/tasks/{task_id}/complete", body)
+        token, task_id, attempt = holding[index].pop()
+        body = {"result": {"summary": "done", "n": number}, "completed_criteria": [], "attempt": attempt}
+        status, _, elapsed = client.call("POST", f"/api/v1/tasks/{task_id}/complete", body, token=token)
         return status, 200, elapsed
 
     def branch(index, client, number):
@@ -394,21 +424,14 @@ def measure_all(port, agents, args):
         print(f"  {name}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.1f} ms", flush=True)
         return result
 
-    def claim_tasks_to_complete():
-        # As many as the warm-up and the timed run will complete, client by client.
-        counts = [
-            warm + run
-            for warm, run in zip(shares(args.warmup, len(clients)), shares(args.requests, len(clients)), strict=True)
-        ]
-        held[:] = claim_in_process(agents, counts)
-
     def claim_one_each():
         held[:] = claim_in_process(agents, [1] * len(clients))
 
     print(f"Measuring with {len(clients)} clients, {args.requests:,} requests each run…", flush=True)
     results = {"health": timed_run("health", health)}
     results["tasks/next"] = timed("tasks/next", claim)
-    results["task complete"] = timed("task complete", complete, prepare=claim_tasks_to_complete)
+    # The tasks completed are the ones the claims above took, each by the agent holding it.
+    results["task complete"] = timed("task complete", complete)
     results["discovery branch"] = timed("discovery branch", branch, prepare=claim_one_each)
     return results
 
