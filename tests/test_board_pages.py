@@ -390,3 +390,20 @@ def test_the_page_gives_its_script_the_event_names(bob_client, board):
     names = json.loads(re.search(r'id="event-types"[^>]*>(.*?)</script>', response.content.decode()).group(1))
     assert names == {event_type.name: str(event_type) for event_type in EventType}
     assert names["TICKET_TRANSITIONED"] == "ticket.transitioned"
+
+
+def test_cards_show_tasks_that_failed_for_good_and_tasks_waiting_to_retry(bob_client, board, make, alice):
+    from board.services import task_create
+
+    ticket = make("Flaky", "PHASE_TESTING")
+    gone = task_create(ticket=ticket, title="Out of retries", actor=alice)
+    again = task_create(ticket=ticket, title="Retry later", actor=alice)
+    task_create(ticket=ticket, title="Fresh", actor=alice)
+    Task.objects.filter(pk=gone.pk).update(status="failed", retry_count=3)
+    Task.objects.filter(pk=again.pk).update(retry_count=1)
+    html = bob_client.get(board_url(board)).content.decode()
+    card = html[html.index(f'id="ticket-{ticket.pk}"') :]
+    card = card[: card.index("</li>")]
+    assert "1 failed" in card
+    assert "1 retrying" in card
+    assert "Tasks 0/3" in card

@@ -196,13 +196,13 @@ def board_columns(board, filters, *, only=None, cards=True):
 
 
 def _add_work_counts(cards):
-    """Tasks done/total and open discoveries of each card, in one query for all of them.
+    """Tasks done/total, failed for good, waiting to retry, and open discoveries of each card, in one query.
 
     Discoveries are reached through the relation the discoveries app adds to
     Task, by name, so this module does not import the app above it.
     """
     for card in cards:
-        card.tasks_total = card.tasks_done = card.open_discoveries = 0
+        card.tasks_total = card.tasks_done = card.tasks_failed = card.tasks_retrying = card.open_discoveries = 0
     if not cards:
         return
     rows = (
@@ -211,6 +211,8 @@ def _add_work_counts(cards):
         .annotate(
             total=Count("id", distinct=True),
             done=Count("id", filter=Q(status=Task.Status.COMPLETED), distinct=True),
+            failed=Count("id", filter=Q(status=Task.Status.FAILED), distinct=True),
+            retrying=Count("id", filter=Q(status=Task.Status.PENDING, retry_count__gt=0), distinct=True),
             open_discoveries=Count("discoveries", filter=Q(discoveries__resolution_status="open"), distinct=True),
         )
         .order_by()
@@ -224,6 +226,7 @@ def _add_work_counts(cards):
                 row["done"],
                 row["open_discoveries"],
             )
+            card.tasks_failed, card.tasks_retrying = row["failed"], row["retrying"]
 
 
 def column_cards_after(board, filters, *, view, after, lane=""):
