@@ -15,6 +15,7 @@ from .errors import Refused
 from .forms import TicketAddForm, TicketChangeForm, add_refusal
 from .models import Agent, Board, Event, PhaseHistory, Task, Ticket, TicketComment
 from .services import agent_create, agent_revoke, agent_update
+from .services.tasks import task_score_now
 
 
 class ReadOnlyAdminMixin:
@@ -320,8 +321,9 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "phase",
         "status",
         "priority",
-        "score",
+        "current_score",
         "assigned_agent",
+        "attempt",
         "retry_count",
         "updated_at",
     )
@@ -330,6 +332,11 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("ticket", "phase", "assigned_agent")
     search_fields = ("title",)
     date_hierarchy = "created_at"
+
+    @admin.display(description="score", ordering="score")
+    def current_score(self, obj):
+        # The stored score is stated at a fixed past instant (see task_score); people see today's.
+        return f"{task_score_now(obj):.2f}"
 
 
 @admin.register(TicketComment)

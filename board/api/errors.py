@@ -46,7 +46,8 @@ ERROR_ANSWERS = {
     403: "Not allowed for this agent, e.g. closing a discovery it neither recorded nor works on.",
     404: "Nothing of that id or key on this agent's boards, or no such endpoint.",
     409: "The object's state refuses it: a move the workflow does not allow, a task the agent does not hold, "
-    "a discovery already closed, a phase key found in several of the agent's workflows.",
+    "a discovery already closed, a report from a superseded attempt (the task timed out and was claimed again), "
+    "a phase key found in several of the agent's workflows.",
     413: "The body is larger than the limit (OMOI_API_MAX_BODY_BYTES, 256 KiB by default).",
     422: "Invalid input: the body is not a JSON object, breaks the schema (or holds NUL, NaN, an infinity or "
     "nesting past 64 levels), or a service refused a value, e.g. an unknown phase key.",
