@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GRACE_SECONDS = 10
 # Livelier than the simulator's defaults, so a visitor sees a branch and a retry within the first minute.
 DEMO_PACE = ["--discovery-rate", "0.3", "--failure-rate", "0.15"]
+DEMO_WORK_IN_PROGRESS = 6
 
 
 def demo_agent_count():
@@ -159,6 +160,8 @@ def main(argv=None):
                     "--speed",
                     f"{speed:g}",
                     *DEMO_PACE,
+                    # The first agent also files new work, so the demo keeps moving once its tickets are done.
+                    *(["--new-work", str(DEMO_WORK_IN_PROGRESS)] if number == 1 else []),
                 ],
                 env={"OMOI_URL": url, "OMOI_TOKEN": token},
             )

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from board.models import Agent, Task
 from board.runner.client import ApiError
@@ -352,3 +352,39 @@ def test_sigterm_stops_a_waiting_agent_at_once(server, builder):
     assert "Stopped after 0 task(s)." in output
     agent.refresh_from_db()
     assert agent.status == Agent.Status.OFFLINE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_new_work_an_idle_agent_keeps_that_many_tickets_in_phases_with_work(server, builder, board, alice):
+    agent, token = builder
+    ticket_create(board=board, title="Already in progress", actor=alice, phase="PHASE_DESIGN")
+    ticket_create(board=board, title="Waiting in the backlog", actor=alice)
+    command = [sys.executable, "manage.py", "run_agent", "--simulate", "--url", server.url, "--poll", "0.1"]
+    process = subprocess.Popen(
+        [*command, "--board", board.slug, "--new-work", "3"],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "OMOI_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and board.tickets.count() < 4:
+            time.sleep(0.1)
+        time.sleep(1)  # long enough for several more idle rounds: none may file more
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=10)
+    finally:
+        process.kill()
+
+    assert process.returncode == 0, output
+    filed = board.tickets.exclude(title__in=["Already in progress", "Waiting in the backlog"])
+    assert [(t.phase.key, t.created_by) for t in filed] == [("PHASE_REQUIREMENTS", None)] * 2
+    assert output.count("Filed new work") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_work_needs_a_board(server, builder):
+    with pytest.raises(CommandError, match="--new-work files tickets on one board"):
+        call_command("run_agent", "--simulate", "--url", server.url, "--token", builder[1], "--new-work", "2")

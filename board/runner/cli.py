@@ -74,6 +74,13 @@ def add_arguments(parser):
     )
     simulated.add_argument("--discovery-rate", type=_fraction, default=0.15, help="Share of tasks with a discovery.")
     simulated.add_argument("--failure-rate", type=_fraction, default=0.10, help="Share of tasks that fail.")
+    simulated.add_argument(
+        "--new-work",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="For a demo: when idle, file a ticket whenever fewer than N are in phases with work (needs --board).",
+    )
 
     command = parser.add_argument_group("--command")
     command.add_argument(
@@ -102,6 +109,8 @@ def run(options, *, log=log_line, environ=None):
     if not options.get("simulate") and not command:
         raise UsageError("Say what does the work: --simulate, --command 'CMD' or --preset NAME.")
     board = options.get("board") or environ.get("OMOI_BOARD") or None
+    if options.get("new_work") and not board:
+        raise UsageError("--new-work files tickets on one board: give it with --board.")
     if options.get("workdir") and not os.path.isdir(options["workdir"]):
         raise UsageError(f"--workdir {options['workdir']} is not a folder.")
 
@@ -126,6 +135,7 @@ def run(options, *, log=log_line, environ=None):
                 stop=stop,
                 heartbeat=heartbeat,
                 log=log,
+                new_work=options.get("new_work") or 0,
             )
         else:
             worker = CommandAgent(
@@ -152,6 +162,7 @@ def run(options, *, log=log_line, environ=None):
             heartbeat=heartbeat,
             log=log,
             rng=rng,
+            idle=(lambda: worker.file_new_work(board)) if options.get("new_work") else None,
         )
     finally:
         if restore is not None:

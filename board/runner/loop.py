@@ -112,8 +112,13 @@ class Heartbeat:
             self.beat()
 
 
-def run_agent(omoi, work, *, board=None, max_tasks=None, poll=5.0, stop=None, heartbeat=None, log=log_line, rng=None):
+def run_agent(
+    omoi, work, *, board=None, max_tasks=None, poll=5.0, stop=None, heartbeat=None, log=log_line, rng=None, idle=None
+):
     """Claim and work tasks until `stop` is requested or `max_tasks` were handled; the number handled.
+
+    `idle`, when given, is called after each claim that found no work (the
+    simulated agent files new work there for a demo).
 
     Between empty claims it waits `poll` seconds, give or take a fifth, so a
     fleet of agents started together does not poll in step. A lost server
@@ -138,6 +143,8 @@ def run_agent(omoi, work, *, board=None, max_tasks=None, poll=5.0, stop=None, he
                 log(f"The server did not answer the claim: {error}")
                 task = None
             if task is None:
+                if idle is not None:
+                    idle()
                 heartbeat.maybe()
                 stop.wait(poll * rng.uniform(0.8, 1.2))
                 continue

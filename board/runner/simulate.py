@@ -12,6 +12,7 @@ import random
 import re
 import time
 
+from .client import CONNECTION_ERRORS, ApiError
 from .loop import Heartbeat, Stop, log_line, report_completion, report_failure, start_task
 
 # At speed 1 a task takes a person-watchable few seconds.
@@ -27,6 +28,19 @@ DISCOVERIES = [
     ("performance_issue", "{title!r} takes over two seconds on a board with 500 tickets."),
     ("technical_debt", "The code touched by {title!r} duplicates the validation of the ticket form."),
     ("clarification_needed", "It is unclear whether {title!r} applies to archived tickets too."),
+]
+# New work a demo board receives, so it never runs dry (see SimulatedAgent.file_new_work).
+NEW_WORK = [
+    ("Audit log export for compliance", "HIGH"),
+    ("Slack notifications when a ticket is blocked", "MEDIUM"),
+    ("Two-factor authentication for staff", "CRITICAL"),
+    ("Bulk edit of ticket priorities", "LOW"),
+    ("Archive boards that saw no change for a year", "LOW"),
+    ("Webhook when a ticket reaches Done", "MEDIUM"),
+    ("Faster search over ticket descriptions", "HIGH"),
+    ("Per-column colour themes", "LOW"),
+    ("Retry button for failed tasks", "MEDIUM"),
+    ("Rate limits per agent token", "HIGH"),
 ]
 FAILURES = [
     "The test database did not answer within 30 seconds.",
@@ -51,6 +65,7 @@ class SimulatedAgent:
         stop=None,
         heartbeat=None,
         log=log_line,
+        new_work=0,
     ):
         if speed <= 0:
             raise ValueError("speed must be greater than 0")
@@ -63,6 +78,8 @@ class SimulatedAgent:
         self.stop = stop or Stop()
         self.heartbeat = heartbeat or Heartbeat(omoi, log=log)
         self.log = log
+        self.new_work = new_work
+        self.filed = 0
 
     def __call__(self, task):
         start_task(self.omoi, task, log=self.log)
@@ -105,6 +122,41 @@ class SimulatedAgent:
                 f"Task {task['id']}: discovery {found['discovery']['id']} ({discovery_type}) "
                 f"branched task {found['task']['id']}"
             )
+
+    def file_new_work(self, board):
+        """Keep `new_work` tickets in the phases that have work for agents: file one more when fewer are.
+
+        For a demo: new work arrives the way a team files it, so a board
+        whose tickets have all reached Done keeps moving. A ticket goes into
+        the first phase that gives its tickets tasks (Requirements in the
+        default workflow).
+        """
+        if not self.new_work or not board:
+            return None
+        try:
+            return self._file_new_work(board)
+        except (ApiError, *CONNECTION_ERRORS) as error:
+            self.log(f"New work not filed: {error}")
+            return None
+
+    def _file_new_work(self, board):
+        phases = sorted(self.omoi.call("GET", "/phases", params={"board": board}), key=_in_order)
+        working = [phase["key"] for phase in phases if (phase.get("configuration") or {}).get("default_tasks")]
+        if not working:
+            return None
+        columns = self.omoi.call("GET", f"/boards/{board}")["columns"]
+        in_progress = sum(column["count"] for column in columns if set(column["phases"]) & set(working))
+        if in_progress >= self.new_work:
+            return None
+        title, priority = NEW_WORK[self.filed % len(NEW_WORK)]
+        self.filed += 1
+        ticket = self.omoi.call(
+            "POST",
+            "/tickets",
+            {"board": board, "title": title, "priority": priority, "phase": working[0]},
+        )
+        self.log(f"Filed new work: ticket {ticket['id']} “{title}” in {working[0]}.")
+        return ticket
 
     def pause(self, seconds):
         """Think for `seconds`, heartbeating meanwhile; a stop cuts the thinking short so the task ends soon."""
@@ -150,6 +202,10 @@ def outputs_for(phase, task, rng=None):
                 artifact["failed"] = 0
             artifacts.append(artifact)
     return artifacts[:MAX_ARTIFACTS]
+
+
+def _in_order(phase):
+    return (phase.get("sequence_order", 0), phase["key"])
 
 
 def _rule_number(output, name):
