@@ -42,7 +42,7 @@ def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_ty
             raise ValidationError({"phase": str(exc)}) from None
     if phase is not None and any(board.workflow_id != phase.workflow_id for board in boards):
         raise ValidationError({"phase": f"Phase {phase.key} is not in the workflow of every board given."})
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = _new_token()
     agent = Agent.objects.create(
         name=name,
         agent_type=clean_text(agent_type, field="agent_type", max_length=50) or "worker",
@@ -100,6 +100,21 @@ def agent_revoke(*, agent, actor):
 _UNCHANGED = object()
 
 
+def _new_token():
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _locked_for_staff(agent, actor, what):
+    """The agent's row, locked, once `actor` may `what`: staff users and system actors, never an agent."""
+    user = actor_user(actor)
+    if isinstance(actor, Agent) or (user is not None and not user.is_staff):
+        raise PermissionDenied(f"Only staff may {what}.")
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.is_revoked:
+        raise ValidationError(f"Agent {agent.name} is revoked; register a new agent instead.")
+    return agent
+
+
 @transaction.atomic
 def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNCHANGED):
     """Staff change what an agent is trusted with: its capabilities, type and phase (None: any phase).
@@ -107,12 +122,7 @@ def agent_update(*, agent, actor, capabilities=None, agent_type=None, phase=_UNC
     Capabilities gate which tasks an agent may claim, so an agent never sets
     its own: it reports only its status and heartbeat (`agent_heartbeat`).
     """
-    user = actor_user(actor)
-    if isinstance(actor, Agent) or (user is not None and not user.is_staff):
-        raise PermissionDenied(f"Only staff may change agent {agent.name}'s capabilities, type or phase.")
-    agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    if agent.is_revoked:
-        raise ValidationError(f"Agent {agent.name} is revoked; register a new agent instead.")
+    agent = _locked_for_staff(agent, actor, f"change agent {agent.name}'s capabilities, type or phase")
     boards = list(agent.boards.select_related("workflow").order_by("pk"))
     changes = {}
     if capabilities is not None:
@@ -258,13 +268,8 @@ def agent_token_rotate(*, agent, actor):
     The token is stored hashed, so a lost token cannot be shown again: this is
     how one is replaced (and how `make run` hands its demo agents theirs).
     """
-    user = actor_user(actor)
-    if isinstance(actor, Agent) or (user is not None and not user.is_staff):
-        raise PermissionDenied(f"Only staff may issue a new token for agent {agent.name}.")
-    agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    if agent.is_revoked:
-        raise ValidationError(f"Agent {agent.name} is revoked; register a new agent instead.")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    agent = _locked_for_staff(agent, actor, f"issue a new token for agent {agent.name}")
+    token = _new_token()
     agent.token_hash = token_hash(token)
     agent.token_prefix = token[: len(TOKEN_PREFIX) + 6]
     agent.save(update_fields=["token_hash", "token_prefix"])
