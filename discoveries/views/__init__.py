@@ -1,0 +1,1 @@
+"""The discoveries app's pages, one module per page: the workflow graph, the discoveries list, analytics."""
