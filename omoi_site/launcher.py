@@ -139,6 +139,9 @@ def main(argv=None):
             options.bind,
             "--port",
             str(options.port),
+            # No access log: the agents' calls would bury the orchestrator's and the agents' own lines.
+            "--verbosity",
+            "0",
             "omoi_site.asgi:application",
         ],
     )
