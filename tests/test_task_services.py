@@ -177,6 +177,14 @@ def test_task_creation_refuses_an_unknown_phase_and_foreign_dependencies(ticket,
     assert Task.objects.count() == 1
 
 
+def test_registering_an_agent_in_an_unknown_phase_is_a_validation_error_on_phase(board, alice):
+    with pytest.raises(ValidationError) as refused:
+        agent_create(name="scout", boards=[board], actor=alice, phase="PHASE_NOPE")
+    assert list(refused.value.message_dict) == ["phase"]
+    assert "Unknown phase 'PHASE_NOPE'" in refused.value.message_dict["phase"][0]
+    assert not Agent.objects.filter(name="scout").exists()
+
+
 # Claiming
 
 
