@@ -1,5 +1,5 @@
 // The live Kanban board: drag and drop with SortableJS, moves posted through htmx, and events from the
-// board's websocket applied by re-rendering the affected columns from the server.
+// board's websocket (live.js) applied by re-rendering the affected columns from the server.
 (function () {
   "use strict";
 
@@ -14,19 +14,12 @@
   htmx.config.defaultSettleDelay = 0;
 
   const FILTERS = ["priority", "phase", "q", "blocked", "lanes"];
-  const liveStatus = document.getElementById("live-status");
-  let lastEventId = Number(page.dataset.lastEventId || 0);
   let dragging = false;
   let inFlight = 0;
   const pendingColumns = new Set();
   let focusId = null;
 
   // ---- Helpers ------------------------------------------------------------------------------------
-
-  function setStatus(state, text) {
-    liveStatus.dataset.state = state;
-    liveStatus.textContent = text;
-  }
 
   function filterParams() {
     const current = new URLSearchParams(window.location.search);
@@ -155,10 +148,9 @@
     return keys.filter(Boolean);
   }
 
+  // live.js calls this once per event, in order, never twice for one event.
   function apply(event) {
-    if (event.id <= lastEventId) return; // applied already
-    lastEventId = event.id;
-    page.dataset.lastEventId = String(lastEventId);
+    page.dataset.lastEventId = String(event.id);
     if (event.entity_type === "ticket" && alreadyShown(event)) return;
     columnsFor(event).forEach(function (key) {
       pendingColumns.add(key);
@@ -188,56 +180,10 @@
     }, 30);
   }
 
-  let socket = null;
-  let retries = 0;
-  let pingTimer = null;
-  // A live socket closed with 4401 may only mean the session changed (a new login in another tab): the
-  // browser's cookie is then the new one, and reconnecting at once tells the two apart. A refused handshake
-  // closes right after opening, so it is not retried.
-  let openedAt = 0;
-
-  function connect() {
-    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + window.location.host + page.dataset.socketPath + "?after=" + lastEventId);
-    socket.addEventListener("open", function () {
-      openedAt = Date.now();
-      retries = 0;
-      setStatus("live", "Live");
-      clearInterval(pingTimer);
-      pingTimer = setInterval(function () {
-        if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ping" }));
-      }, 25000);
-    });
-    socket.addEventListener("message", function (message) {
-      let data;
-      try {
-        data = JSON.parse(message.data);
-      } catch (error) {
-        return;
-      }
-      if (data.type === "event") apply(data.event);
-      else if (data.type === "reload") window.location.reload();
-    });
-    socket.addEventListener("close", function (evt) {
-      clearInterval(pingTimer);
-      if (evt.code === 4401) {
-        if (Date.now() - openedAt > 2000) {
-          setTimeout(connect, 1000); // time for the response that set the new cookie to arrive
-          return;
-        }
-        setStatus("offline", "Signed out: reload the page to log in again.");
-        return;
-      }
-      if (evt.code === 4404) {
-        setStatus("offline", "This board is no longer available to you.");
-        return;
-      }
-      retries += 1;
-      const delay = Math.min(15000, 500 * 2 ** Math.min(retries, 5));
-      setStatus("offline", "Reconnecting…");
-      setTimeout(connect, delay);
-    });
-  }
-
-  connect();
+  OmoiLive.connect({
+    url: page.dataset.socketPath,
+    lastEventId: Number(page.dataset.lastEventId || 0),
+    onEvent: apply,
+    statusElement: document.getElementById("live-status"),
+  });
 })();
