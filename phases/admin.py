@@ -55,6 +55,18 @@ class BoardColumnInline(admin.TabularInline):
     fk_name = "workflow"
     form = BoardColumnForm
     formset = BoardColumnFormSet
+    fields = (
+        "key",
+        "name",
+        "sequence_order",
+        "phases",
+        "wip_limit",
+        "wip_policy",
+        "is_terminal",
+        "category",
+        "auto_transition_to",
+        "color",
+    )
     ordering = ("sequence_order", "key")
     extra = 0
 

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from .schema import (
     COLOR_RULE,
+    COLUMN_CATEGORIES,
     MAX_RETRIES,
     MAX_RETRY_BACKOFF_SECONDS,
     MAX_TIMEOUT_SECONDS,
@@ -192,6 +193,12 @@ class BoardColumn(models.Model):
     wip_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Empty means no limit.")
     wip_policy = models.CharField(max_length=8, choices=WipPolicy.choices, default=WipPolicy.WARN)
     is_terminal = models.BooleanField(default=False)
+    category = models.CharField(
+        max_length=8,
+        choices=[(value, COLUMN_CATEGORIES[value]) for value in COLUMN_CATEGORIES],
+        default="working",
+        help_text="How flow analytics count the column: cycle time runs from the first working column to done.",
+    )
     auto_transition_to = models.ForeignKey(
         "self",
         on_delete=models.SET_NULL,

@@ -66,6 +66,23 @@ def _check_color(value):
     return value
 
 
+# What a column means for flow analytics, so that cycle time means the same on every workflow: tickets
+# queue in waiting columns, are worked on in working ones (cycle time starts at the first), and are
+# finished in done ones (lead and cycle time end at the first).
+COLUMN_CATEGORIES = {
+    "waiting": "Waiting (queued, nobody works on it)",
+    "working": "Working (in progress)",
+    "done": "Done (finished)",
+}
+
+
+def default_category(*, is_terminal, first):
+    """A column's category when the file gives none: terminal columns are done, the first one waits, others work."""
+    if is_terminal:
+        return "done"
+    return "waiting" if first else "working"
+
+
 # Limits. Text lengths are those of the database columns where one exists
 # (PostgreSQL refuses longer values that SQLite would store); the others keep
 # a workflow something a person and an agent can read.
@@ -279,6 +296,8 @@ class ColumnDefinition(_Strict):
     wip_limit: Annotated[int, Field(gt=0, le=MAX_WIP_LIMIT)] | None = None
     wip_policy: Literal["warn", "block"] = "warn"
     is_terminal: bool = False
+    # None (left out): default_category's choice; WorkflowDefinition fills it in.
+    category: Literal[tuple(COLUMN_CATEGORIES)] | None = None
     auto_transition_to: ColumnId | None = None
     color_theme: Annotated[str, AfterValidator(_check_color)] = ""
 
@@ -358,6 +377,7 @@ class WorkflowDefinition(_Strict):
                     item.sequence_order = position
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
+        _fill_categories(self.board_columns or [])
         return self
 
     def columns(self):
@@ -381,4 +401,13 @@ class WorkflowDefinition(_Strict):
                     is_terminal=phase.is_terminal,
                 )
             )
+        _fill_categories(columns)
         return columns
+
+
+def _fill_categories(columns):
+    """Give each column without a category its default, the first in sequence order waiting."""
+    first = min(columns, key=lambda column: (column.sequence_order is None, column.sequence_order or 0), default=None)
+    for column in columns:
+        if column.category is None:
+            column.category = default_category(is_terminal=column.is_terminal, first=column is first)

@@ -168,6 +168,8 @@ def apply_definition(definition, *, slug, overwrite=False, remap=None, registry=
         column.wip_limit = item.wip_limit
         column.wip_policy = item.wip_policy
         column.is_terminal = item.is_terminal
+        # Filled in by validation; a historical model (migrations before 0006) has no such column and keeps it unsaved.
+        column.category = item.category
         column.color = item.color_theme
         column.auto_transition_to = None
         column.save()
@@ -279,6 +281,7 @@ def workflow_definition(workflow):
                 wip_limit=column.wip_limit,
                 wip_policy=column.wip_policy,
                 is_terminal=column.is_terminal,
+                category=column.category,
                 auto_transition_to=column.auto_transition_to.key if column.auto_transition_to else None,
                 color_theme=column.color,
             )
