@@ -1,5 +1,6 @@
 """Reading the board: page queries in a fixed number of queries, and lookups scoped to an agent's boards."""
 
+from .agents import AgentRow, board_agents
 from .columns import (
     LANE_ORDER,
     LANE_PAGE_SIZE,
@@ -17,6 +18,7 @@ __all__ = [
     "LANE_ORDER",
     "LANE_PAGE_SIZE",
     "PAGE_SIZE",
+    "AgentRow",
     "BoardFilters",
     "ColumnView",
     "Gate",
@@ -26,6 +28,7 @@ __all__ = [
     "agent_task",
     "agent_tasks",
     "agent_ticket",
+    "board_agents",
     "board_columns",
     "column_cards_after",
     "move_options",
