@@ -2,6 +2,11 @@
 
 from django.urls import path  # noqa: F401 (each page module adds its routes below)
 
+from .views import listing
+
 app_name = "discoveries"
 
-urlpatterns = []
+urlpatterns = [
+    path("boards/<slug:slug>/discoveries/", listing.discovery_list, name="list"),
+    path("boards/<slug:slug>/discoveries/<int:pk>/resolve/", listing.discovery_resolve_view, name="resolve"),
+]
