@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
@@ -114,7 +114,8 @@ def old_models(transactional_db):
 def before_upgrade(old_models):
     """The database as 0002 left it: the default workflow's first version, version 1."""
     old_models.get_model("phases", "Workflow").objects.filter(slug=DEFAULT_WORKFLOW_SLUG).delete()
-    apply_definition(read_workflow_file(FIRST_VERSION), slug=DEFAULT_WORKFLOW_SLUG, registry=old_models)
+    with transaction.atomic():
+        apply_definition(read_workflow_file(FIRST_VERSION), slug=DEFAULT_WORKFLOW_SLUG, registry=old_models)
     return installed()
 
 
