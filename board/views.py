@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Max
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.html import format_html_join
@@ -91,8 +91,23 @@ def _board_context(request, board, phases, filter_form, views):
         "options": options,
         # Card links are built from this prefix: reversing three URLs per card was a tenth of the page time.
         "tickets_url": reverse("board:ticket-create", args=[board.slug]).removesuffix("new/"),
+        "ticket_graph_url": _ticket_graph_url(board),
         "lanes": LANE_ORDER if filters.lanes else [""],
     }
+
+
+def _ticket_graph_url(board):
+    """A ticket's graph page URL as (before the ticket id, after it), for the cards' "Graph" links; None without it.
+
+    Reversed once per page, as `tickets_url` is. The page lives in the
+    discoveries app, above this one, so it is found by its name alone.
+    """
+    try:
+        url = reverse("discoveries:ticket-graph", args=[board.slug, 0])
+    except NoReverseMatch:
+        return None
+    before, after = url.rsplit("/0/", 1)
+    return before + "/", "/" + after
 
 
 def _decorate(cards, options, names):

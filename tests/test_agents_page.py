@@ -12,6 +12,9 @@ from django.utils import timezone
 from board.models import Agent, Board, Task
 from board.services import agent_create, task_claim, task_complete, task_create, task_fail, ticket_create
 
+# The browser tests' Chromium, Daphne server and page opener, shared with the discoveries page's.
+from .test_discoveries_page import chromium_fixture, open_page_fixture, server_fixture  # noqa: F401
+
 pytestmark = pytest.mark.django_db
 
 MARKUP = '<img src=x onerror="alert(1)">'
@@ -305,3 +308,48 @@ def test_the_page_costs_the_same_queries_with_2_or_40_agents(bob_client, board, 
     many = count_queries(bob_client, agents_url)
     assert few == many
     assert many <= 8
+
+
+# Live, in a real browser
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_list_follows_the_agents_work_as_it_happens(open_page, board, bob, alice, ticket, settings):
+    from playwright.sync_api import expect
+
+    settings.CHANNEL_LAYERS = {}  # the test process stands for agents elsewhere: the server's poll carries it
+    agent, _ = agent_create(name="demo-agent-1", boards=[board], actor=alice)
+    page = open_page(bob, reverse("board:agents", args=[board.slug]))
+    row = page.locator(f"#agent-{agent.pk}")
+    expect(row).to_contain_text("Idle")
+
+    task = hand(agent, ticket, alice, title="Build <the> form")
+    expect(row).to_contain_text("Busy")
+    expect(row.get_by_role("link", name=f"#{task.pk} Build <the> form")).to_have_attribute(
+        "href", reverse("board:ticket", args=[board.slug, ticket.pk]) + f"#task-{task.pk}"
+    )
+
+    task_complete(task=task, agent=agent)
+    expect(row).to_contain_text("Idle")
+    expect(row.locator("td.number").first).to_have_text("1")
+    newcomer, _ = agent_create(name="demo-agent-2", boards=[board], actor=alice)
+    expect(page.locator(f"#agent-{newcomer.pk}")).to_be_visible()
+    assert page.evaluate("window.sameDocument === true"), "the page reloaded instead of swapping its list"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_staff_revoke_through_the_confirm_step(open_page, board, alice, builder):
+    from playwright.sync_api import expect
+
+    agent, _ = builder
+    page = open_page(alice, reverse("board:agents", args=[board.slug]))
+    row = page.locator(f"#agent-{agent.pk}")
+    row.get_by_text("Revoke…").click()
+    row.get_by_role("button", name="Revoke builder").click()
+    expect(page.locator("#messages")).to_contain_text("Agent builder is revoked")
+    expect(page.locator(f"#agent-{agent.pk}")).to_contain_text("Revoked")
+    agent.refresh_from_db()
+    assert agent.is_revoked

@@ -407,3 +407,75 @@ def test_cards_show_tasks_that_failed_for_good_and_tasks_waiting_to_retry(bob_cl
     assert "1 failed" in card
     assert "1 retrying" in card
     assert "Tasks 0/3" in card
+
+
+# The agent on a card
+
+
+def card_html(response, ticket):
+    html = response.content.decode()
+    card = html[html.index(f'id="ticket-{ticket.pk}"') :]
+    return card[: card.index("</li>")]
+
+
+def test_a_card_names_the_agent_holding_its_task(bob_client, board, make, alice):
+    from board.services import agent_create, task_claim, task_create
+
+    ticket = make("In the works", "PHASE_IMPLEMENTATION")
+    idle = make("Waiting", "PHASE_IMPLEMENTATION")
+    task_create(ticket=ticket, title="Build", actor=alice)
+    task_create(ticket=idle, title="Later", actor=alice)
+    agent, _ = agent_create(name="demo-agent-1", boards=[board], actor=alice)
+    assert task_claim(agent=agent, board=board).ticket_id == ticket.pk
+    response = bob_client.get(board_url(board))
+    card = card_html(response, ticket)
+    assert '<span aria-hidden="true">⚙ demo-agent-1</span>' in card
+    assert '<span class="visually-hidden">worked on by demo-agent-1</span>' in card
+    assert "worked on by" not in card_html(response, idle)
+
+
+def test_a_card_names_one_agent_and_counts_the_others(bob_client, board, make, alice):
+    from board.services import agent_create, task_create
+
+    ticket = make("Busy", "PHASE_IMPLEMENTATION")
+    for name, status in (("zed", "running"), ("amy", "assigned"), ("bea", "running"), ("old", "completed")):
+        agent, _ = agent_create(name=name, boards=[board], actor=alice)
+        task = task_create(ticket=ticket, title=f"Task of {name}", actor=alice)
+        Task.objects.filter(pk=task.pk).update(status=status, assigned_agent=agent)
+    card = card_html(bob_client.get(board_url(board)), ticket)
+    assert "⚙ amy +2" in card
+    assert "worked on by amy and 2 other agents" in card
+    assert "old" not in card
+
+
+def test_markup_in_an_agent_name_on_a_card_is_escaped(bob_client, board, make, alice):
+    from board.services import agent_create, task_create
+
+    markup = "<b onmouseover=alert(1)>x</b>"
+    ticket = make("Watched", "PHASE_IMPLEMENTATION")
+    agent, _ = agent_create(name=markup, boards=[board], actor=alice)
+    task = task_create(ticket=ticket, title="T", actor=alice)
+    Task.objects.filter(pk=task.pk).update(status="running", assigned_agent=agent)
+    card = card_html(bob_client.get(board_url(board)), ticket)
+    assert markup not in card
+    assert "worked on by &lt;b onmouseover=alert(1)&gt;x&lt;/b&gt;" in card
+
+
+def test_the_board_page_costs_the_same_queries_whoever_works_on_its_cards(bob_client, board, alice):
+    from board.services import agent_create
+
+    bulk_tickets(board, 500)
+    tickets = list(Ticket.objects.order_by("position")[:300])
+    url = board_url(board)
+
+    def hold(start, count):
+        for ticket in tickets[start : start + count]:
+            agent, _ = agent_create(name=f"agent-{ticket.pk}", boards=[board], actor=alice)
+            Task.objects.create(
+                ticket=ticket, phase_id=ticket.phase_id, title="T", status="running", assigned_agent=agent
+            )
+
+    hold(0, 2)
+    few = count_queries(bob_client, url)
+    hold(2, 150)
+    assert count_queries(bob_client, url) == few

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from django.db.models import Case, Count, F, IntegerField, Q, Value, When, Window
+from django.db.models import Case, Count, F, IntegerField, Min, Q, Value, When, Window
 from django.db.models.functions import RowNumber
 
 from phases.models import BoardColumn, Phase
@@ -14,6 +14,8 @@ PAGE_SIZE = 50
 LANE_PAGE_SIZE = 20
 
 LANE_ORDER = list(reversed(Priority.values))  # Critical first
+# A task an agent holds, as `Task.objects.in_hand()` says.
+IN_HAND = (Task.Status.ASSIGNED, Task.Status.RUNNING)
 
 
 @dataclass
@@ -196,13 +198,16 @@ def board_columns(board, filters, *, only=None, cards=True):
 
 
 def _add_work_counts(cards):
-    """Tasks done/total, failed for good, waiting to retry, and open discoveries of each card, in one query.
+    """Tasks done/total, failed for good, waiting to retry, open discoveries and who works on each card, in one query.
 
     Discoveries are reached through the relation the discoveries app adds to
-    Task, by name, so this module does not import the app above it.
+    Task, by name, so this module does not import the app above it. Of the
+    agents holding a task of the card (assigned or running), the first by
+    name is named and the others counted: a card has room for one name.
     """
     for card in cards:
         card.tasks_total = card.tasks_done = card.tasks_failed = card.tasks_retrying = card.open_discoveries = 0
+        card.agent_name, card.other_agents = "", 0
     if not cards:
         return
     rows = (
@@ -214,6 +219,8 @@ def _add_work_counts(cards):
             failed=Count("id", filter=Q(status=Task.Status.FAILED), distinct=True),
             retrying=Count("id", filter=Q(status=Task.Status.PENDING, retry_count__gt=0), distinct=True),
             open_discoveries=Count("discoveries", filter=Q(discoveries__resolution_status="open"), distinct=True),
+            agent_name=Min("assigned_agent__name", filter=Q(status__in=IN_HAND)),
+            agents=Count("assigned_agent", filter=Q(status__in=IN_HAND), distinct=True),
         )
         .order_by()
     )
@@ -227,6 +234,7 @@ def _add_work_counts(cards):
                 row["open_discoveries"],
             )
             card.tasks_failed, card.tasks_retrying = row["failed"], row["retrying"]
+            card.agent_name, card.other_agents = row["agent_name"] or "", max(row["agents"] - 1, 0)
 
 
 def column_cards_after(board, filters, *, view, after, lane=""):
