@@ -162,6 +162,8 @@ class Flow:
     wip: list
     history_rows: int = 0
     wip_by_column: list = field(default_factory=list)
+    # Which column shows each phase key.
+    column_of: dict = field(default_factory=dict)
 
     @property
     def cycle_times(self):
@@ -271,6 +273,7 @@ def flow_analytics(board, *, days=DEFAULT_DAYS, now=None):
         throughput=list(weekly.items()),
         wip=wip,
         history_rows=rows_read,
+        column_of=column_of,
     )
     flow.wip_by_column = _wip_by_column(flow)
     return flow

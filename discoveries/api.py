@@ -5,6 +5,7 @@ otherwise), the body is bounded by its schema, and the services' refusals keep
 their message (422 for input, 409 for a discovery already closed).
 """
 
+from datetime import date as Date
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,9 +24,10 @@ from board.api import (
     TitleOrDefault,
 )
 from board.errors import NotFound
-from board.models import Task
+from board.models import Board, Task
 from board.selectors import agent_board, agent_task, agent_ticket
 
+from .analytics import DEFAULT_DAYS, MAX_DAYS, OPEN_LISTED, discovery_analytics
 from .graph import workflow_graph
 from .models import Discovery
 from .services import discovery_branch, discovery_record, discovery_resolve
@@ -177,6 +179,58 @@ class GraphOut(Schema):
     edges: list[EdgeOut]
 
 
+class AnalyticsFilters(Schema):
+    board: BoardSlug | None = Field(default=None, description="Only this board; by default every board of the agent.")
+    days: int = Field(default=DEFAULT_DAYS, ge=1, le=MAX_DAYS, description="The days `per_day` covers, today included.")
+
+
+class PhaseCountOut(Schema):
+    phase: str
+    name: str
+    count: int
+
+
+class BranchDepthOut(Schema):
+    spawned_tasks: int = Field(description="Tasks a discovery spawned.")
+    average: float | None = Field(description="Their average depth; null when there are none.")
+    max: int
+
+
+class DayCountOut(Schema):
+    date: Date
+    count: int
+
+
+class OpenDiscoveryOut(Schema):
+    id: int
+    board: str
+    ticket_id: int
+    source_task_id: int
+    phase: str
+    discovery_type: str
+    description: str
+    discovered_at: datetime
+    discovered_by: str
+    priority_boost: bool
+
+
+class AnalyticsOut(Schema):
+    boards: list[str] = Field(description="The boards counted, by slug.")
+    days: int
+    total: int
+    by_type: dict[str, int] = Field(description="Every discovery type, with how many were found (0 included).")
+    by_phase: list[PhaseCountOut] = Field(description="By the phase of the source task, in workflow order.")
+    by_status: dict[str, int]
+    resolution_rate: float | None = Field(
+        description="The share of discoveries no longer open (resolved or invalid), 0 to 1; null when there are none."
+    )
+    branch_depth: BranchDepthOut = Field(
+        description="Depth of each spawned task: the discovery branches from its root task to it."
+    )
+    per_day: list[DayCountOut] = Field(description="Discoveries recorded each day, in the site's time zone.")
+    open: list[OpenDiscoveryOut] = Field(description=f"The open discoveries, newest first: at most {OPEN_LISTED}.")
+
+
 # Endpoints
 
 
@@ -266,3 +320,34 @@ def graph_of_ticket(request, ticket_id: int):
 @router.get("/graph/board/{slug}", response=GraphOut, summary="A board's workflow graph: every ticket's tasks")
 def graph_of_board(request, slug: str):
     return workflow_graph(agent_board(request.auth, slug))
+
+@router.get(
+    "/analytics",
+    response=AnalyticsOut,
+    summary="Discovery analytics of the agent's boards: counts by type, phase and status, resolution, branch depth",
+)
+def analytics(request, filters: Query[AnalyticsFilters]):
+    if filters.board:
+        boards = Board.objects.filter(pk=agent_board(request.auth, filters.board).pk)
+    else:
+        boards = Board.objects.filter(agents=request.auth)
+    stats = discovery_analytics(boards, days=filters.days)
+    return {
+        **stats,
+        "boards": list(boards.order_by("slug").values_list("slug", flat=True)),
+        "open": [
+            {
+                "id": discovery.pk,
+                "board": discovery.source_task.ticket.board.slug,
+                "ticket_id": discovery.source_task.ticket_id,
+                "source_task_id": discovery.source_task_id,
+                "phase": discovery.source_task.phase.key,
+                "discovery_type": discovery.discovery_type,
+                "description": discovery.description,
+                "discovered_at": discovery.discovered_at,
+                "discovered_by": discovery.discovered_by,
+                "priority_boost": discovery.priority_boost,
+            }
+            for discovery in stats["open"]
+        ],
+    }
