@@ -154,6 +154,7 @@ class DiscoveryFilters(Schema):
 class NodeOut(Schema):
     id: int
     ticket: int
+    ticket_title: str
     phase: str
     phase_name: str
     status: str
@@ -161,6 +162,10 @@ class NodeOut(Schema):
     title: str
     agent: str | None
     parent: int | None
+    attempt: int = Field(description="How many times the task was claimed.")
+    retry_count: int
+    max_retries: int
+    discoveries: int = Field(description="How many discoveries the task recorded, branching or not.")
 
 
 class EdgeOut(Schema):
@@ -320,6 +325,7 @@ def graph_of_ticket(request, ticket_id: int):
 @router.get("/graph/board/{slug}", response=GraphOut, summary="A board's workflow graph: every ticket's tasks")
 def graph_of_board(request, slug: str):
     return workflow_graph(agent_board(request.auth, slug))
+
 
 @router.get(
     "/analytics",

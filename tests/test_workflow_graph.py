@@ -5,8 +5,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from board.models import Board
-from board.services import agent_create, task_claim, task_create, ticket_create
-from discoveries.graph import workflow_graph
+from board.services import agent_create, task_claim, task_complete, task_create, ticket_create
+from discoveries.graph import branch_rows, graph_filtered, result_summary, task_details, workflow_graph
 from discoveries.services import discovery_branch, discovery_record
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +44,7 @@ def test_nodes_are_the_tickets_tasks_in_creation_order(story):
     assert spec == {
         "id": story["spec"].pk,
         "ticket": story["ticket"].pk,
+        "ticket_title": "Single sign-on",
         "phase": "PHASE_REQUIREMENTS",
         "phase_name": story["spec"].phase.name,
         "status": "assigned",
@@ -51,10 +52,16 @@ def test_nodes_are_the_tickets_tasks_in_creation_order(story):
         "title": "Write the spec",
         "agent": "builder",
         "parent": None,
+        "attempt": 1,
+        "retry_count": 0,
+        "max_retries": 3,
+        "discoveries": 0,
     }
     assert code["title"] == "<b>Write</b> the code"  # as given; pages escape it
     assert (code["status"], code["agent"]) == ("pending", None)
     assert (fix["phase"], fix["parent"]) == ("PHASE_IMPLEMENTATION", story["test"].pk)
+    # Discoveries recorded by each task, whether they branched or not.
+    assert [node["discoveries"] for node in graph["nodes"]] == [0, 1, 1, 0]
 
 
 def test_edges_are_discovery_branches_and_dependencies(story):
@@ -148,3 +155,147 @@ def test_the_graph_takes_three_queries_whatever_its_size(board, alice, agent, wo
         assert (len(large_graph["nodes"]), len(large_graph["edges"])) == (18, 6 + 11)
     else:
         assert (len(large_graph["nodes"]), len(large_graph["edges"])) == (6 * 18, 6 * 17)
+
+
+# The filters of the graph page and its list of branches
+
+
+@pytest.fixture
+def tree(board, alice, agent):
+    """A hand-built tree: root → (a → a1, b), and a lone task; a bug and an optimisation branch."""
+    ticket = ticket_create(board=board, title="Tree", actor=alice)
+    root = task_create(ticket=ticket, title="Root", actor=alice, phase="PHASE_DESIGN")
+    _, a = discovery_branch(source_task=root, discovery_type="bug", description="A", actor=agent)
+    _, b = discovery_branch(
+        source_task=root, discovery_type="optimization", description="B", actor=agent, phase="PHASE_TESTING"
+    )
+    _, a1 = discovery_branch(source_task=a, discovery_type="bug", description="A1", actor=agent)
+    lone = task_create(ticket=ticket, title="Lone", actor=alice, dependencies=[b])
+    return {"ticket": ticket, "root": root, "a": a, "b": b, "a1": a1, "lone": lone}
+
+
+def _ids(graph):
+    return [node["id"] for node in graph["nodes"]]
+
+
+def test_the_tree_has_the_shape_it_was_built_with(tree):
+    graph = workflow_graph(tree["ticket"])
+    ids = {name: task.pk for name, task in tree.items() if name != "ticket"}
+    assert _ids(graph) == [ids[name] for name in ("root", "a", "b", "a1", "lone")]
+    shape = {(edge["kind"], edge["source"], edge["target"], edge["discovery_type"]) for edge in graph["edges"]}
+    assert shape == {
+        ("discovery", ids["root"], ids["a"], "bug"),
+        ("discovery", ids["root"], ids["b"], "optimization"),
+        ("discovery", ids["a"], ids["a1"], "bug"),
+        ("dependency", ids["b"], ids["lone"], None),
+    }
+    assert [node["parent"] for node in graph["nodes"]] == [None, ids["root"], ids["root"], ids["a"], None]
+
+
+def test_branch_rows_nest_each_task_under_the_one_that_spawned_it(tree):
+    [(ticket_id, title, rows)] = branch_rows(workflow_graph(tree["ticket"]))
+    assert (ticket_id, title) == (tree["ticket"].pk, "Tree")
+    names = {task.pk: name for name, task in tree.items() if name != "ticket"}
+    assert [(names[row["node"]["id"]], row["depth"], row["opens"], len(row["closes"])) for row in rows] == [
+        ("root", 0, True, 0),
+        ("a", 1, True, 0),
+        ("a1", 2, False, 1),  # closes a's list
+        ("b", 1, False, 1),  # closes root's list
+        ("lone", 0, False, 0),
+    ]
+    assert [row["branch"] and row["branch"]["discovery_type"] for row in rows] == [
+        None,
+        "bug",
+        "bug",
+        "optimization",
+        None,
+    ]
+
+
+def test_filters_keep_phases_and_statuses_and_a_hidden_parent_makes_a_root(tree):
+    graph = workflow_graph(tree["ticket"])
+    # Branches are spawned in their source's phase unless told otherwise: root, a and a1 are in Design.
+    design = graph_filtered(graph, phases=["PHASE_DESIGN"])
+    assert _ids(design) == [tree[name].pk for name in ("root", "a", "a1")]
+    assert [(edge["source"], edge["target"]) for edge in design["edges"]] == [
+        (tree["root"].pk, tree["a"].pk),
+        (tree["a"].pk, tree["a1"].pk),
+    ]
+    later = graph_filtered(graph, phases=["PHASE_TESTING", tree["lone"].phase.key])
+    assert _ids(later) == [tree["b"].pk, tree["lone"].pk]
+    assert [edge["kind"] for edge in later["edges"]] == ["dependency"]
+    [(_, _, rows)] = branch_rows(later)
+    assert [(row["node"]["id"], row["depth"], row["branch"]) for row in rows] == [
+        (tree["b"].pk, 0, None),  # its spawning task is filtered out
+        (tree["lone"].pk, 0, None),
+    ]
+    assert graph_filtered(graph, statuses=["completed"]) == {"nodes": [], "edges": []}
+    assert graph_filtered(graph) == graph
+
+
+def test_a_discovery_type_filter_keeps_its_branches_and_their_ends(tree):
+    graph = workflow_graph(tree["ticket"])
+    optimisations = graph_filtered(graph, types=["optimization"])
+    assert set(_ids(optimisations)) == {tree["root"].pk, tree["b"].pk}
+    assert [edge["discovery_type"] for edge in optimisations["edges"]] == ["optimization"]
+    bugs = graph_filtered(graph, types=["bug"])
+    assert set(_ids(bugs)) == {tree["root"].pk, tree["a"].pk, tree["a1"].pk}
+    # Dependencies stay when both ends do; a branch of another type does not.
+    both = graph_filtered(graph, types=["optimization"], statuses=["pending"])
+    assert set(_ids(both)) == {tree["root"].pk, tree["b"].pk}
+
+
+def test_task_details_give_the_node_its_edges_and_what_it_found(tree, board, agent):
+    details = task_details(board, tree["root"].pk)
+    assert details["node"] == next(n for n in workflow_graph(board)["nodes"] if n["id"] == tree["root"].pk)
+    assert {(edge["source"], edge["target"]) for edge in details["edges"]} == {
+        (tree["root"].pk, tree["a"].pk),
+        (tree["root"].pk, tree["b"].pk),
+    }
+    assert [(d["discovery_type"], d["spawned"]) for d in details["discoveries"]] == [
+        ("bug", [tree["a"].pk]),
+        ("optimization", [tree["b"].pk]),
+    ]
+    b = task_details(board, tree["b"].pk)
+    assert {(edge["kind"], edge["source"], edge["target"]) for edge in b["edges"]} == {
+        ("discovery", tree["root"].pk, tree["b"].pk),
+        ("dependency", tree["b"].pk, tree["lone"].pk),
+    }
+    assert task_details(board, 999999) is None
+
+
+def test_task_details_take_at_most_six_queries_whatever_the_task(tree, board):
+    counts = []
+    for name in ("root", "a1", "lone"):
+        with CaptureQueriesContext(connection) as captured:
+            task_details(board, tree[name].pk)
+        counts.append(len(captured))
+    # The tasks they spawned are read only when the task found something.
+    assert counts == [6, 5, 5]
+
+
+def test_task_details_of_another_boards_task_are_none(tree, review_board):
+    assert task_details(review_board, tree["root"].pk) is None
+
+
+@pytest.mark.parametrize(
+    ("result", "summary"),
+    [
+        (None, ""),
+        ({}, ""),
+        ({"summary": "Done <b>well</b>."}, "Done <b>well</b>."),
+        ("plain text", "plain text"),
+        ({"files": 3}, '{"files": 3}'),
+        ({"summary": "x" * 600}, "x" * 499 + "…"),
+    ],
+)
+def test_a_result_is_summed_up_in_a_line(result, summary):
+    assert result_summary(result) == summary
+
+
+def test_a_completed_tasks_result_summary_reaches_its_details(board, alice, agent):
+    ticket = ticket_create(board=board, title="Done", actor=alice)
+    task_create(ticket=ticket, title="Do it", actor=alice)
+    task = task_claim(agent=agent)
+    task_complete(task=task, agent=agent, result={"summary": "All good."}, attempt=task.attempt)
+    assert task_details(board, task.pk)["task"]["result_summary"] == "All good."

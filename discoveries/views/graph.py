@@ -1,0 +1,192 @@
+"""The workflow graph pages of a board and of a ticket, their JSON, and one task's JSON for the live page.
+
+The page renders the graph as nested lists (a task above the branches it
+spawned) with the filters applied, so it works without scripts;
+static/js/graph.js draws the same graph with Cytoscape from the JSON, keeps
+it live from the board's websocket (static/js/live.js), and asks for one
+task's JSON when an event says too little or the user opens a task.
+"""
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.db.models import Max
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET
+
+from board.models import Board, Event, Task, Ticket
+from phases.models import Phase
+
+from ..graph import branch_rows, graph_filtered, task_details, workflow_graph
+from ..models import Discovery
+
+# Above this many tasks (after the filters) the page asks to filter first, and draws with Cytoscape's
+# viewport optimisations once the user says "show anyway".
+LARGE_GRAPH = 800
+
+# One colour per phase, in the workflow's order (Okabe–Ito, then two more): phases are the nodes' fill,
+# statuses their border, shape and label, so the two never share a channel.
+PHASE_COLOURS = [
+    "#e69f00",
+    "#56b4e9",
+    "#009e73",
+    "#f0e442",
+    "#0072b2",
+    "#d55e00",
+    "#cc79a7",
+    "#999999",
+    "#8c564b",
+    "#17becf",
+]
+
+# How each status is drawn: the same words and symbols in the legend, the labels and the list.
+STATUS_LOOK = {
+    Task.Status.PENDING: {"symbol": "○", "shape": "round-rectangle", "border": "#6b7280", "line": "dashed"},
+    Task.Status.ASSIGNED: {"symbol": "◔", "shape": "rhomboid", "border": "#3557c8", "line": "dotted"},
+    Task.Status.RUNNING: {"symbol": "▶", "shape": "hexagon", "border": "#8a5a00", "line": "double"},
+    Task.Status.COMPLETED: {"symbol": "✓", "shape": "rectangle", "border": "#1f6f43", "line": "solid"},
+    Task.Status.FAILED: {"symbol": "✕", "shape": "octagon", "border": "#b3261e", "line": "solid"},
+    Task.Status.CANCELLED: {"symbol": "–", "shape": "barrel", "border": "#6b7280", "line": "dashed"},
+}
+
+
+class GraphFilterForm(forms.Form):
+    """Which phases, statuses and discovery types the graph shows; none ticked means all."""
+
+    phase = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Phase")
+    status = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, choices=Task.Status.choices, label="Status"
+    )
+    type = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, choices=Discovery.Type.choices, label="Discovery type"
+    )
+
+    def __init__(self, *args, phases, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["phase"].choices = [(phase.key, phase.name) for phase in phases]
+
+    def filters(self):
+        """{"phases", "statuses", "types"} from the valid fields; a field with a bad value is ignored whole."""
+        data = self.cleaned_data if self.is_bound and hasattr(self, "cleaned_data") else {}
+        return {"phases": data.get("phase", []), "statuses": data.get("status", []), "types": data.get("type", [])}
+
+
+def _board_for(request, slug):
+    """The board if the user is a member or staff; 404 otherwise, so that outsiders learn nothing."""
+    return get_object_or_404(Board.objects.visible_to(request.user).select_related("workflow"), slug=slug)
+
+
+def _last_event_id(board):
+    # Read before the graph: whatever happens after this id, the page replays.
+    return Event.objects.filter(board=board).aggregate(last=Max("id"))["last"] or 0
+
+
+def _phases(board):
+    phases = list(Phase.objects.filter(workflow_id=board.workflow_id).in_order())
+    for index, phase in enumerate(phases):
+        phase.colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
+    return phases
+
+
+def _graph_page(request, board, ticket):
+    phases = _phases(board)
+    form = GraphFilterForm(request.GET, phases=phases)
+    form.is_valid()
+    filters = form.filters()
+    graph = workflow_graph(ticket or board)
+    shown = graph_filtered(graph, **filters)
+    if ticket is None:
+        page_url = reverse("discoveries:board-graph", args=[board.slug])
+        data_url = reverse("discoveries:board-graph-data", args=[board.slug])
+    else:
+        page_url = reverse("discoveries:ticket-graph", args=[board.slug, ticket.pk])
+        data_url = reverse("discoveries:ticket-graph-data", args=[board.slug, ticket.pk])
+    statuses = [{"key": value, "name": label, **STATUS_LOOK[value]} for value, label in Task.Status.choices]
+    looks = {status["key"]: status for status in statuses}
+    type_names = dict(Discovery.Type.choices)
+    tickets = branch_rows(shown)
+    for _, _, rows in tickets:
+        for row in rows:
+            row["look"] = looks[row["node"]["status"]]
+            if row["branch"]:
+                row["branch_name"] = type_names.get(row["branch"]["discovery_type"], row["branch"]["discovery_type"])
+    context = {
+        "board": board,
+        "ticket": ticket,
+        "form": form,
+        "filters_active": any(filters.values()),
+        "phases": phases,
+        "statuses": statuses,
+        "tickets": tickets,
+        "total": len(graph["nodes"]),
+        "shown": len(shown["nodes"]),
+        "branches_shown": sum(1 for edge in shown["edges"] if edge["kind"] == "discovery"),
+        "page_url": page_url,
+        # Links from the list are built from this prefix, as the board builds its card links.
+        "tickets_url": reverse("board:ticket-create", args=[board.slug]).removesuffix("new/"),
+        "config": {
+            "dataUrl": data_url,
+            "taskUrl": reverse("discoveries:graph-task", args=[board.slug, 0]).removesuffix("0/"),
+            "ticketsUrl": reverse("board:ticket-create", args=[board.slug]).removesuffix("new/"),
+            "socketPath": f"/ws/boards/{board.slug}/",
+            "ticket": ticket.pk if ticket else None,
+            "largeGraph": LARGE_GRAPH,
+            "phases": [{"key": phase.key, "name": phase.name, "colour": phase.colour} for phase in phases],
+            "statuses": statuses,
+            "types": type_names,
+        },
+    }
+    template = "discoveries/graph.html#graph-list" if request.htmx and not request.htmx.boosted else None
+    response = render(request, template or "discoveries/graph.html", context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+@login_required
+@require_GET
+def board_graph(request, slug):
+    """The workflow graph of every ticket on the board."""
+    return _graph_page(request, _board_for(request, slug), None)
+
+
+@login_required
+@require_GET
+def ticket_graph(request, slug, pk):
+    """The workflow graph of one ticket."""
+    board = _board_for(request, slug)
+    return _graph_page(request, board, get_object_or_404(Ticket, board=board, pk=pk))
+
+
+def _graph_json(board, of):
+    last_event_id = _last_event_id(board)
+    return JsonResponse({"last_event_id": last_event_id, **workflow_graph(of)})
+
+
+@login_required
+@require_GET
+def board_graph_data(request, slug):
+    """The board's whole graph as JSON, with the last event id it reflects (the page filters it itself)."""
+    board = _board_for(request, slug)
+    return _graph_json(board, board)
+
+
+@login_required
+@require_GET
+def ticket_graph_data(request, slug, pk):
+    """One ticket's graph as JSON, with the last event id it reflects."""
+    board = _board_for(request, slug)
+    return _graph_json(board, get_object_or_404(Ticket.objects.only("pk", "board_id"), board=board, pk=pk))
+
+
+@login_required
+@require_GET
+def graph_task(request, slug, pk):
+    """One task of the board as JSON: its node, its edges and what the side panel shows."""
+    board = _board_for(request, slug)
+    last_event_id = _last_event_id(board)
+    details = task_details(board, pk)
+    if details is None:
+        raise Http404(f"Board {board.name} has no task {pk}.")
+    return JsonResponse({"last_event_id": last_event_id, **details})
