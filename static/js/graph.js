@@ -391,15 +391,21 @@
     announcer.textContent = text;
   }
 
-  function record(event, started, extra) {
+  // One live update's figures: applyMs from the event (or from its task's JSON, when one was fetched) to the
+  // drawing patched; frameMs to the next frame, drawn; sinceEventMs from the event, fetch included.
+  function record(event, started, fetchedAt) {
     const applied = performance.now();
-    const entry = Object.assign({ event: event.id, type: event.type, applyMs: applied - started }, extra || {});
+    const entry = {
+      event: event.id,
+      type: event.type,
+      applyMs: applied - (fetchedAt || started),
+      sinceEventMs: applied - started,
+      fetched: Boolean(fetchedAt),
+    };
     metrics.updates.push(entry);
-    if (cy) {
-      requestAnimationFrame(function () {
-        entry.frameMs = performance.now() - started;
-      });
-    }
+    requestAnimationFrame(function () {
+      entry.frameMs = performance.now() - (fetchedAt || started);
+    });
   }
 
   function matchesFilters(nodeIds) {
@@ -483,6 +489,7 @@
   }
 
   function applyDetails(details, started, event) {
+    const fetchedAt = performance.now();
     const node = details.node;
     const isNew = !model.nodes.has(node.id);
     model.nodes.set(node.id, node);
@@ -496,7 +503,7 @@
     } else {
       updateNode(node);
     }
-    if (event) record(event, started, { fetched: true });
+    if (event) record(event, started, fetchedAt);
   }
 
   function fetchTask(id, event, started) {
