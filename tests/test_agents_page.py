@@ -188,6 +188,13 @@ def test_an_htmx_request_gets_the_list_alone(bob_client, builder, agents_url):
     assert "builder" in html
 
 
+def test_the_page_has_the_boards_tabs_with_agents_current(bob_client, board, agents_url):
+    html = bob_client.get(agents_url).content.decode()
+    assert f'<a href="{agents_url}" aria-current="page">Agents</a>' in html
+    for name in ("board:detail", "discoveries:board-graph", "discoveries:list", "discoveries:analytics"):
+        assert f'<a href="{reverse(name, args=[board.slug])}">' in html
+
+
 def test_the_page_carries_its_live_connection(bob_client, board, builder, agents_url):
     html = bob_client.get(agents_url).content.decode()
     assert f'data-socket-path="/ws/boards/{board.slug}/"' in html

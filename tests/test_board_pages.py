@@ -409,7 +409,7 @@ def test_cards_show_tasks_that_failed_for_good_and_tasks_waiting_to_retry(bob_cl
     assert "Tasks 0/3" in card
 
 
-# The agent on a card
+# The agent on a card, the graph link and the board's tabs
 
 
 def card_html(response, ticket):
@@ -459,6 +459,35 @@ def test_markup_in_an_agent_name_on_a_card_is_escaped(bob_client, board, make, a
     card = card_html(bob_client.get(board_url(board)), ticket)
     assert markup not in card
     assert "worked on by &lt;b onmouseover=alert(1)&gt;x&lt;/b&gt;" in card
+
+
+def test_each_card_links_to_its_workflow_graph(bob_client, board, make):
+    ticket = make("Branchy")
+    response = bob_client.get(board_url(board))
+    card = card_html(response, ticket)
+    graph = reverse("discoveries:ticket-graph", args=[board.slug, ticket.pk])
+    assert f'<a class="card-graph" href="{graph}">' in card
+    assert f"Workflow graph of #{ticket.pk}" in card
+    # The fragments that re-render cards carry the link too.
+    columns = bob_client.get(reverse("board:columns", args=[board.slug]) + "?column=backlog")
+    assert graph in columns.content.decode()
+
+
+def test_the_board_page_has_tabs_for_the_boards_pages(bob_client, board):
+    html = bob_client.get(board_url(board)).content.decode()
+    nav = html[html.index('<nav class="board-tabs"') :]
+    nav = nav[: nav.index("</nav>")]
+    expected = [
+        ("Board", reverse("board:detail", args=[board.slug])),
+        ("Graph", reverse("discoveries:board-graph", args=[board.slug])),
+        ("Discoveries", reverse("discoveries:list", args=[board.slug])),
+        ("Agents", reverse("board:agents", args=[board.slug])),
+        ("Analytics", reverse("discoveries:analytics", args=[board.slug])),
+    ]
+    links = re.findall(r'<a href="([^"]+)"( aria-current="page")?>([^<]+)</a>', nav)
+    assert [(name, url) for url, _, name in links] == expected
+    assert links[0][1] == ' aria-current="page"'
+    assert all(not current for _, current, _ in links[1:])
 
 
 def test_the_board_page_costs_the_same_queries_whoever_works_on_its_cards(bob_client, board, alice):

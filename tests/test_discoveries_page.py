@@ -169,6 +169,13 @@ def test_markup_in_agent_sent_text_is_shown_escaped(bob_client, board, alice, li
     assert ESCAPED in row_of(html, other)
 
 
+def test_the_page_has_the_boards_tabs_with_discoveries_current(bob_client, board, list_url):
+    html = bob_client.get(list_url).content.decode()
+    assert f'<a href="{list_url}" aria-current="page">Discoveries</a>' in html
+    for name in ("board:detail", "discoveries:board-graph", "board:agents", "discoveries:analytics"):
+        assert f'<a href="{reverse(name, args=[board.slug])}">' in html
+
+
 def test_an_empty_board_says_so(bob_client, board, list_url):
     html = bob_client.get(list_url).content.decode()
     assert "0 discoveries on this board" in html
