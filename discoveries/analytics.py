@@ -29,9 +29,10 @@ the whole history is read in one ordered query and walked once.
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
-from django.db.models import Count, Prefetch
+from django.db import NotSupportedError
+from django.db.models import Count, FloatField, Func, Prefetch
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -113,8 +114,31 @@ def window(days=DEFAULT_DAYS, *, now=None):
     return Window(days=days, now=now or timezone.now())
 
 
-def _days_between(start, end):
-    return (end - start).total_seconds() / 86400
+SECONDS_A_DAY = 86400
+
+
+class EpochSeconds(Func):
+    """A datetime column as seconds since 1970 (UTC), a float.
+
+    The flow reads every history row of a board: 100,000 datetimes cost the
+    drivers half a second to build with their time zones, and the same
+    instants as numbers a tenth of that. SQLite stores UTC text, read by
+    julianday (rounded to the millisecond it is exact to); PostgreSQL
+    extracts the epoch.
+    """
+
+    output_field = FloatField()
+
+    def as_postgresql(self, compiler, connection):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"EXTRACT(EPOCH FROM {sql})::float8", params
+
+    def as_sqlite(self, compiler, connection):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"ROUND((julianday({sql}) - 2440587.5) * 86400.0, 3)", params
+
+    def as_sql(self, compiler, connection, **extra):
+        raise NotSupportedError(f"EpochSeconds is written for SQLite and PostgreSQL, not {connection.vendor}.")
 
 
 # Flow
@@ -201,15 +225,15 @@ def flow_analytics(board, *, days=DEFAULT_DAYS, now=None):
     rows = (
         PhaseHistory.objects.filter(ticket__board_id=board.pk, created_at__lte=span.now)
         .order_by("created_at", "id")
-        .values_list("ticket_id", "to_key", "created_at")
+        .values_list("ticket_id", "to_key", EpochSeconds("created_at"))
     )
     # The end of each day of the window: a row at or after it belongs to a later day.
-    ends = [_day_start(day + DAY) for day in span.dates]
+    ends = [_day_start(day + DAY).timestamp() for day in span.dates]
 
     counts = [0] * len(columns)
     where, created, entered, first_working, first_done = {}, {}, {}, {}, {}
     cfd, day, rows_read = [], 0, 0
-    for ticket, key, at in rows.iterator(chunk_size=10_000):
+    for ticket, key, at in rows:
         rows_read += 1
         while day < len(ends) and at >= ends[day]:
             cfd.append((span.dates[day], counts.copy()))
@@ -236,17 +260,17 @@ def flow_analytics(board, *, days=DEFAULT_DAYS, now=None):
         cfd.append((span.dates[day], counts.copy()))
         day += 1
 
-    finished = []
+    finished, start = [], span.start.timestamp()
     for ticket, done_at in first_done.items():
-        if done_at < span.start:
+        if done_at < start:
             continue
         started = first_working.get(ticket)
         finished.append(
             Finished(
                 ticket_id=ticket,
-                done_at=done_at,
-                lead_days=_days_between(created[ticket], done_at),
-                cycle_days=_days_between(started, done_at) if started is not None and started <= done_at else None,
+                done_at=datetime.fromtimestamp(done_at, tz=UTC),
+                lead_days=(done_at - created[ticket]) / SECONDS_A_DAY,
+                cycle_days=(done_at - started) / SECONDS_A_DAY if started is not None and started <= done_at else None,
             )
         )
     finished.sort(key=lambda item: (item.done_at, item.ticket_id))
@@ -256,8 +280,9 @@ def flow_analytics(board, *, days=DEFAULT_DAYS, now=None):
         done_day = timezone.localdate(item.done_at)
         weekly[done_day - timedelta(days=done_day.weekday())] += 1
 
+    now_seconds = span.now.timestamp()
     wip = [
-        Aging(ticket_id=ticket, column=column, age_days=_days_between(entered[ticket], span.now))
+        Aging(ticket_id=ticket, column=column, age_days=(now_seconds - entered[ticket]) / SECONDS_A_DAY)
         for ticket, column in where.items()
         if column is not None and category[column] != "done" and ticket in first_working
     ]

@@ -21,8 +21,8 @@ WIDTH, HEIGHT = 600, 300
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 44
 # A chart draws at most this many dots; the tables beside it say how many there are in all.
 MAX_POINTS = 500
-# Bar charts of categories: one row each, the label in a column of its own.
-ROW_HEIGHT, LABEL_WIDTH, LABEL_CHARACTERS = 26, 200, 28
+# Bar charts of categories: one row each, the label in a column of its own; narrower, to scale down on a phone.
+ROWS_WIDTH, ROW_HEIGHT, LABEL_WIDTH, LABEL_CHARACTERS = 440, 24, 168, 26
 # Columns without a colour of their own get one of these, in order.
 FALLBACK_COLORS = [PALETTE[name] for name in ("slate", "blue", "violet", "amber", "teal", "pink", "indigo", "orange")]
 PERCENTILE_STYLE = {50: "p50", 85: "p85", 95: "p95"}
@@ -426,11 +426,13 @@ def rows_chart(chart_id, title, desc, items):
         id=chart_id,
         title=title,
         desc=desc,
-        height=TOP + ROW_HEIGHT * max(len(items), 1) + 8,
+        width=ROWS_WIDTH,
+        height=ROW_HEIGHT * max(len(items), 1) + 8,
         left=LABEL_WIDTH,
-        bottom=TOP + ROW_HEIGHT * max(len(items), 1),
+        top=4,
+        bottom=4 + ROW_HEIGHT * max(len(items), 1),
+        right=ROWS_WIDTH - 44,  # room for the value after the longest bar
     )
-    chart.right = WIDTH - 48  # room for the value after the longest bar
     maximum = max((value for _, value, _ in items), default=0) or 1
     for index, (label, value, color) in enumerate(items):
         y = chart.top + index * ROW_HEIGHT

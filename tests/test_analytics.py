@@ -20,6 +20,15 @@ from discoveries.analytics import (
     parse_days,
     percentile,
 )
+from discoveries.charts import (
+    FALLBACK_COLORS,
+    aging_chart,
+    cfd_chart,
+    nice_scale,
+    rows_chart,
+    throughput_chart,
+    time_scatter,
+)
 from discoveries.services import discovery_branch, discovery_record, discovery_resolve
 
 from .workflow_samples import load
@@ -373,3 +382,110 @@ def test_tasks_of_other_boards_are_not_counted(board, found, workflow, alice):
     assert stats["total"] == 4
     assert stats["branch_depth"]["spawned_tasks"] == 3
     assert Task.objects.count() == 7
+
+
+# Charts, by their numbers: the plot is 56 to 584 across and 16 to 256 down (y grows downwards).
+
+
+def test_a_nice_scale_covers_the_values_in_round_steps():
+    assert nice_scale(0) == (1, [0, 1])
+    assert nice_scale(1) == (1, [0, 1])
+    assert nice_scale(7) == (8, [0, 2, 4, 6, 8])
+    assert nice_scale(300) == (300, [0, 100, 200, 300])
+    assert nice_scale(2.3, whole=False) == (2.5, [0, 0.5, 1.0, 1.5, 2.0, 2.5])
+
+
+def test_the_cumulative_flow_stacks_the_columns_with_done_at_the_bottom(flow_board, story):
+    story("A", ("todo", at(1, 10)), ("build", at(2, 9)), ("done", at(3, 15)))
+    story("B", ("todo", at(2, 11)), ("review", at(2, 12)), ("parked", at(4, 8)))
+    story("C", ("todo", at(3, 10)))
+    story("D", ("todo", at(-8)), ("done", at(-3)))
+
+    chart = cfd_chart(flow_analytics(flow_board, days=3, now=NOW))
+
+    # Totals 3, 4, 4 on a scale to 4; Limbo, always empty, draws nothing.
+    assert [tick.label for tick in chart.y_ticks] == ["0", "1", "2", "3", "4"]
+    assert [area.label for area in chart.areas] == ["Done", "Parked", "Doing", "To do"]
+    done, *_, todo = chart.areas
+    # Done holds 1, 2, 2: its top edge, then its bottom edge back along the axis.
+    assert done.points.split() == [
+        "56.0,196.0",
+        "320.0,136.0",
+        "584.0,136.0",
+        "584.0,256.0",
+        "320.0,256.0",
+        "56.0,256.0",
+    ]
+    assert todo.points.split()[:3] == ["56.0,76.0", "320.0,16.0", "584.0,16.0"]
+    assert (done.color, todo.color) == (FALLBACK_COLORS[0], "#64748b")
+    assert [tick.label for tick in chart.x_ticks] == ["2 Mar", "3 Mar", "4 Mar"]
+    assert chart.desc.endswith("On 4 Mar 2026: To do 1, Doing 0, Done 2, Parked 1, Limbo 0.")
+
+
+def test_the_cycle_time_scatter_draws_each_ticket_and_the_percentiles(flow_board, story):
+    for n in range(1, 21):
+        story(f"T{n}", ("build", at(1) - timedelta(days=n)), ("done", at(1)))
+
+    flow = flow_analytics(flow_board, days=DEFAULT_DAYS, now=NOW)
+    name_tickets(flow.finished)
+    chart = time_scatter(flow, kind="cycle")
+
+    assert len(chart.points) == 20
+    # 1 to 20 days on a scale to 20: each day is 12 units up from the axis at 256.
+    assert sorted(point.y for point in chart.points) == [256.0 - 12 * n for n in range(20, 0, -1)]
+    assert [(rule.label, rule.y, rule.style) for rule in chart.rules] == [
+        ("50th 10 d", 136.0, "p50"),
+        ("85th 17 d", 52.0, "p85"),
+        ("95th 19 d", 28.0, "p95"),
+    ]
+    # Every ticket finished on 1 March, 27 of the 30 days along.
+    assert {point.x for point in chart.points} == {round(56 + 528 * 26 / (29 + 12 / 24), 1)}
+    assert "T10" in " ".join(point.label for point in chart.points)
+    assert "50th percentile 10 days, 85th percentile 17 days, 95th percentile 19 days." in chart.desc
+
+
+def test_percentile_labels_close_together_move_apart(flow_board, story):
+    for n in (10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 11):
+        story("T", ("build", at(1) - timedelta(days=n)), ("done", at(1)))
+
+    chart = time_scatter(flow_analytics(flow_board, days=DEFAULT_DAYS, now=NOW), kind="cycle")
+
+    label_heights = [rule.text_y for rule in chart.rules]
+    assert all(abs(a - b) >= 12 for a, b in zip(label_heights, label_heights[1:], strict=False))
+
+
+def test_throughput_bars_are_as_tall_as_their_counts(flow_board, story):
+    story("A", ("todo", at(-10)), ("done", at(-5)))
+    story("B", ("todo", at(-10)), ("done", at(-4)))
+    story("C", ("todo", at(-10)), ("done", at(3)))
+
+    chart = throughput_chart(flow_analytics(flow_board, days=10, now=NOW))
+
+    assert [(bar.value, bar.height) for bar in chart.bars] == [("2", 240.0), ("1", 120.0)]
+    assert [tick.label for tick in chart.x_ticks] == ["23 Feb", "2 Mar"]
+    assert "week of 23 Feb 2, week of 2 Mar 1" in chart.desc
+
+
+def test_aging_dots_stand_above_their_column_at_their_age(flow_board, story):
+    for n in range(1, 21):
+        story(f"T{n}", ("build", at(1) - timedelta(days=n)), ("done", at(1)))
+    story("Late", ("todo", NOW - timedelta(days=30)), ("build", NOW - timedelta(days=18)))
+
+    flow = flow_analytics(flow_board, days=DEFAULT_DAYS, now=NOW)
+    chart = aging_chart(flow)
+
+    # Columns other than done, in order: To do, Doing, Parked, Limbo; Doing is the second band.
+    assert [tick.label for tick in chart.x_ticks] == ["To do", "Doing", "Parked", "Limbo"]
+    [dot] = chart.points
+    assert (dot.x, dot.color) == (56 + 528 / 4 * 1.5 - 3 * 8, "#3b82f6")
+    assert dot.y == 256 - 18 / 20 * 240
+    assert [rule.label for rule in chart.rules] == ["50th 10 d", "85th 17 d", "95th 19 d"]
+
+
+def test_bar_rows_are_as_long_as_their_counts():
+    chart = rows_chart("x", "Title", "Desc", [("Bug", 4, "red"), ("A" * 40, 2, "blue"), ("None", 0, "blue")])
+
+    assert [(bar.width, bar.value) for bar in chart.bars] == [(228.0, "4"), (114.0, "2"), (0.0, "0")]
+    assert [label.label for label in chart.row_labels] == ["Bug", "A" * 25 + "…", "None"]
+    assert not chart.empty
+    assert rows_chart("x", "T", "D", [("Bug", 0, "red")]).empty == "No discovery yet."

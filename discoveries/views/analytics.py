@@ -1,5 +1,7 @@
 """The analytics page of a board: its flow (cumulative flow, lead and cycle time, throughput, WIP aging) and its discoveries."""
 
+from datetime import timedelta
+
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -76,6 +78,18 @@ def board_analytics(request, slug):
                 for column, color in zip(flow.columns, colors, strict=True)
             ],
             "cfd_rows": [(day, counts) for day, counts in reversed(flow.cfd)],
+            # The range cuts its first and last weeks short: the table says by how much.
+            "weeks": [
+                {
+                    "start": week,
+                    "count": count,
+                    "days": (
+                        min(week + timedelta(days=6), flow.window.last_day) - max(week, flow.window.first_day)
+                    ).days
+                    + 1,
+                }
+                for week, count in flow.throughput
+            ],
             "finished": list(reversed(finished)),
             "finished_count": len(flow.finished),
             "cycle_count": len(flow.cycle_times),
