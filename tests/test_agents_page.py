@@ -10,7 +10,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from board.models import Agent, Board, Task
-from board.services import agent_create, task_claim, task_complete, task_create, task_fail, ticket_create
+from board.services import (
+    agent_create,
+    task_claim,
+    task_complete,
+    task_create,
+    task_fail,
+    task_time_out,
+    ticket_create,
+)
 
 # The browser tests' Chromium, Daphne server and page opener, shared with the discoveries page's.
 from .test_discoveries_page import chromium_fixture, open_page_fixture, server_fixture  # noqa: F401
@@ -158,6 +166,18 @@ def test_done_and_failed_count_what_the_agent_reported_on_this_board(bob_client,
     row = row_of(bob_client.get(agents_url).content.decode(), agent)
     cells = [cell.split(">", 1)[1].split("<", 1)[0] for cell in row.split('class="number"')[1:]]
     assert cells == ["2", "1"]
+
+
+def test_a_time_out_by_the_orchestrator_counts_as_a_failure_of_the_agent_that_held_the_task(
+    bob_client, board, alice, ticket, agents_url
+):
+    agent, _ = agent_create(name="slowpoke", boards=[board], actor=alice)
+    task = hand(agent, ticket, alice, title="Too slow")
+    task_time_out(task=Task.objects.get(pk=task.pk), now=timezone.now() + timedelta(days=1))
+    assert Task.objects.get(pk=task.pk).assigned_agent is None
+    row = row_of(bob_client.get(agents_url).content.decode(), agent)
+    cells = [cell.split(">", 1)[1].split("<", 1)[0] for cell in row.split('class="number"')[1:]]
+    assert cells == ["0", "1"]
 
 
 def test_a_revoked_agent_is_listed_as_revoked(alice_client, board, builder, agents_url):

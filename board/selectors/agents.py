@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.db.models.fields.json import KT
 
 from ..events import EventType
 from ..models import Agent, Event, Task
@@ -40,7 +41,7 @@ def board_agents(board, *, now, silence_limit):
     their phase, the tasks they hold on this board, and their completions
     and failures on this board counted from the event log. The log is
     counted, not the tasks: a failed task loses its agent (the retry may go
-    to another), while the `task.failed` event keeps who reported it.
+    to another), while the `task.failed` event keeps who held it.
     """
     agents = list(board.agents.select_related("phase").order_by("name", "pk"))
     rows = {agent.pk: AgentRow(agent=agent) for agent in agents}
@@ -58,22 +59,24 @@ def board_agents(board, *, now, silence_limit):
         if row.current_task is None:
             row.current_task = task
     by_label = {agent.actor_label: rows[agent.pk] for agent in agents}
+    by_name = {agent.name: rows[agent.pk] for agent in agents}
+    # Completions are reported by the agent itself; a failure names the agent that held the task
+    # (`held_by`), whoever reported it: the agent, or the orchestrator for a time-out or a silent agent.
     outcomes = (
-        Event.objects.filter(
-            board_id=board.pk,
-            type__in=[EventType.TASK_COMPLETED, EventType.TASK_FAILED],
-            actor__in=list(by_label),
+        Event.objects.filter(board_id=board.pk)
+        .filter(
+            Q(type=EventType.TASK_COMPLETED, actor__in=list(by_label))
+            | Q(type=EventType.TASK_FAILED, payload__held_by__in=list(by_name))
         )
-        .values("actor", "type")
+        .values("type", "actor", held_by=KT("payload__held_by"))
         .annotate(total=Count("id"))
         .order_by()
     )
     for outcome in outcomes:
-        row = by_label[outcome["actor"]]
         if outcome["type"] == EventType.TASK_COMPLETED:
-            row.done = outcome["total"]
+            by_label[outcome["actor"]].done += outcome["total"]
         else:
-            row.failed = outcome["total"]
+            by_name[outcome["held_by"]].failed += outcome["total"]
     for row in rows.values():
         seen = row.agent.last_heartbeat
         if seen is not None and not row.agent.is_revoked and now - seen > settings.OMOI_HEARTBEAT_INTERVAL:

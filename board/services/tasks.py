@@ -439,6 +439,8 @@ def _task_failed(task, *, actor, error, retryable, now, timed_out=False):
             attempt=task.attempt,
             error=error,
             timed_out=timed_out,
+            # Who held it: the actor may be the orchestrator (a time-out, a silent agent), not the agent.
+            held_by=agent.name if agent is not None else None,
             will_retry=will_retry,
             retry_count=task.retry_count,
             next_attempt_at=task.next_attempt_at.isoformat() if will_retry else None,
