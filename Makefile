@@ -65,6 +65,8 @@ bench: install
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.api --skip-unreachable || status=1; \
 	DATABASE_URL= $(PY) -m bench.orchestrator || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.orchestrator --skip-unreachable || status=1; \
+	DATABASE_URL= $(PY) -m bench.analytics || status=1; \
+	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.analytics --skip-unreachable || status=1; \
 	$(PY) -m bench.body_limit || status=1; \
 	exit $$status
 

@@ -217,7 +217,7 @@ def flow_columns(board):
 def flow_analytics(board, *, days=DEFAULT_DAYS, now=None):
     """The board's flow over the last `days` days: its cumulative flow, lead and cycle times, throughput and WIP.
 
-    Five queries: the columns and their phases, the history, and the titles of the tickets listed.
+    Three queries: the columns, their phases and the history; `name_tickets` adds one for the titles shown.
     """
     span = window(days, now=now)
     columns, column_of = flow_columns(board)

@@ -328,7 +328,7 @@ def throughput_chart(flow):
         desc=(
             "Tickets finished (first entry into a done column) in each week, Monday to Sunday: "
             + ", ".join(f"week of {short_date(week)} {count}" for week, count in weeks)
-            + "."
+            + ". The range may start or end inside a week: such a week counts only its days in the range."
         ),
         x_label="Week starting",
         y_label="Tickets",
