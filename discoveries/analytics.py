@@ -59,7 +59,7 @@ def parse_days(raw):
         return DEFAULT_DAYS
     if not isinstance(raw, str) or not _DAYS.fullmatch(raw) or not 1 <= int(raw) <= MAX_DAYS:
         shown = raw if isinstance(raw, str) and len(raw) <= 20 else f"{str(raw)[:19]}…"
-        raise ValueError(f"days must be a whole number of days from 1 to {MAX_DAYS}, not {shown!r}.")
+        raise ValueError(f"The range must be a whole number of days from 1 to {MAX_DAYS}, not {shown!r}.")
     return int(raw)
 
 

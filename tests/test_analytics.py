@@ -272,7 +272,7 @@ def test_a_range_is_a_whole_number_of_days(raw, expected):
 def test_any_other_range_is_refused_with_the_reason(raw):
     with pytest.raises(ValueError) as info:
         parse_days(raw)
-    assert str(info.value).startswith("days must be a whole number of days from 1 to 365, not ")
+    assert str(info.value).startswith("The range must be a whole number of days from 1 to 365, not ")
     assert len(str(info.value)) < 120
 
 

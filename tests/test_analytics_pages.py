@@ -113,7 +113,7 @@ def test_a_bad_range_is_refused_clearly(bob_client, board, days):
 
     assert response.status_code == 400
     html = response.content.decode()
-    assert "days must be a whole number of days from 1 to 365, not " in html
+    assert "The range must be a whole number of days from 1 to 365, not " in html
     assert 'role="alert"' in html
     assert "<script>alert" not in html and "<b>bold" not in html
     # The ranges on offer are still there to pick from.
