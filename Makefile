@@ -62,6 +62,7 @@ bench: install
 	@status=0; \
 	DATABASE_URL= $(PY) -m bench.board || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.board --skip-unreachable || status=1; \
+	DATABASE_URL= $(PY) -m bench.graph || status=1; DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.graph --skip-unreachable || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.api --skip-unreachable || status=1; \
 	DATABASE_URL= $(PY) -m bench.orchestrator || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.orchestrator --skip-unreachable || status=1; \

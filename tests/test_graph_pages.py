@@ -277,3 +277,22 @@ def test_the_same_queries_for_a_small_or_a_large_graph(bob_client, board, alice,
         return reverse(f"discoveries:{name}", args=[of_board.slug, ticket.pk])
 
     assert queries(bob_client, url(board, small)) == queries(bob_client, url(large_board, large))
+
+
+def test_a_list_over_the_threshold_asks_to_filter_first_and_shows_all_when_asked(bob_client, board, alice):
+    from discoveries.views.graph import LARGE_GRAPH
+
+    ticket = ticket_create(board=board, title="Large", actor=alice)
+    Task.objects.bulk_create(
+        Task(ticket=ticket, phase=ticket.phase, title=f"Step {n}", created_by="test") for n in range(LARGE_GRAPH + 1)
+    )
+    response = bob_client.get(board_graph_url(board, "status=pending"))
+    html = response.content.decode()
+    assert f"{LARGE_GRAPH + 1} tasks match: the list shows at most {LARGE_GRAPH}" in html
+    assert listed(response) == []
+    assert 'href="/boards/alices-board/graph/?status=pending&amp;list=all"' in html
+    response = bob_client.get(board_graph_url(board, "status=pending&list=all"))
+    assert len(listed(response)) == LARGE_GRAPH + 1
+    assert "the list shows at most" not in response.content.decode()
+    # Under the threshold, the list is whole.
+    assert len(listed(bob_client.get(board_graph_url(board, "status=failed")))) == 0

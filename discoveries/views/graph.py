@@ -73,6 +73,14 @@ class GraphFilterForm(forms.Form):
         return {"phases": data.get("phase", []), "statuses": data.get("status", []), "types": data.get("type", [])}
 
 
+def _query_with(query, **values):
+    """The query string `query` (a QueryDict) with `values` set."""
+    query = query.copy()
+    for name, value in values.items():
+        query[name] = value
+    return query.urlencode()
+
+
 def _board_for(request, slug):
     """The board if the user is a member or staff; 404 otherwise, so that outsiders learn nothing."""
     return get_object_or_404(Board.objects.visible_to(request.user).select_related("workflow"), slug=slug)
@@ -106,7 +114,9 @@ def _graph_page(request, board, ticket):
     statuses = [{"key": value, "name": label, **STATUS_LOOK[value]} for value, label in Task.Status.choices]
     looks = {status["key"]: status for status in statuses}
     type_names = dict(Discovery.Type.choices)
-    tickets = branch_rows(shown)
+    # The list, like the drawing, asks to filter first above LARGE_GRAPH: 2,000 rows of HTML make a slow page.
+    list_too_long = len(shown["nodes"]) > LARGE_GRAPH and request.GET.get("list") != "all"
+    tickets = [] if list_too_long else branch_rows(shown)
     for _, _, rows in tickets:
         for row in rows:
             row["look"] = looks[row["node"]["status"]]
@@ -124,6 +134,9 @@ def _graph_page(request, board, ticket):
         "shown": len(shown["nodes"]),
         "branches_shown": sum(1 for edge in shown["edges"] if edge["kind"] == "discovery"),
         "page_url": page_url,
+        "list_too_long": list_too_long,
+        "large_graph": LARGE_GRAPH,
+        "whole_list_query": _query_with(request.GET, list="all"),
         # Links from the list are built from this prefix, as the board builds its card links.
         "tickets_url": reverse("board:ticket-create", args=[board.slug]).removesuffix("new/"),
         "config": {
