@@ -175,7 +175,9 @@ class EdgeOut(Schema):
     target: int
     discovery_id: int | None
     discovery_type: str | None
-    description: str | None
+    description: str | None = Field(
+        description="The discovery's description, cut to 200 characters (GET /discoveries/{id} has all of it)."
+    )
     resolution_status: str | None
 
 

@@ -11,7 +11,7 @@ graph as read, with no query of their own.
 import json
 
 from django.db.models import Count, IntegerField, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Substr
 
 from board.models import Board, Task, Ticket
 
@@ -19,6 +19,9 @@ from .models import Discovery
 
 # How much of a task's result the graph's side panel shows.
 RESULT_SUMMARY_LENGTH = 500
+# How much of a discovery's description an edge carries: a label's worth. A description may hold 20,000
+# characters, and a board's graph has a thousand branches.
+EDGE_DESCRIPTION_LENGTH = 200
 
 
 def _scope(of):
@@ -38,7 +41,8 @@ def workflow_graph(of):
     """{"nodes": [...], "edges": [...]} for a Ticket or a Board.
 
     Nodes are tasks in creation order. Discovery edges go from the source task
-    to each task the discovery spawned; dependency edges go from a dependency
+    to each task the discovery spawned, with the first EDGE_DESCRIPTION_LENGTH
+    characters of its description; dependency edges go from a dependency
     to the task waiting on it. Only edges with both ends in the graph are
     given: a ticket's graph leaves out dependencies on other tickets' tasks.
     """
@@ -109,14 +113,18 @@ def _nodes(tasks):
 
 def _discovery_edges(branches):
     """An edge from the source task to each spawned task of the discovery–task rows `branches`: one query."""
-    rows = branches.values_list(
-        "discovery_id",
-        "task_id",
-        "discovery__source_task_id",
-        "discovery__discovery_type",
-        "discovery__description",
-        "discovery__resolution_status",
-    ).order_by("discovery_id", "task_id")
+    rows = (
+        branches.annotate(summary=Substr("discovery__description", 1, EDGE_DESCRIPTION_LENGTH + 1))
+        .values_list(
+            "discovery_id",
+            "task_id",
+            "discovery__source_task_id",
+            "discovery__discovery_type",
+            "summary",
+            "discovery__resolution_status",
+        )
+        .order_by("discovery_id", "task_id")
+    )
     return [
         {
             "id": f"discovery-{discovery_id}-{task_id}",
@@ -125,7 +133,7 @@ def _discovery_edges(branches):
             "target": task_id,
             "discovery_id": discovery_id,
             "discovery_type": discovery_type,
-            "description": description,
+            "description": _cut(description, EDGE_DESCRIPTION_LENGTH),
             "resolution_status": resolution_status,
         }
         for discovery_id, task_id, source_id, discovery_type, description, resolution_status in rows
@@ -150,6 +158,10 @@ def _dependency_edges(dependencies):
     ]
 
 
+def _cut(text, length):
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 def result_summary(result):
     """A task's result as a line of text: its `summary` when it has one, else the JSON, cut short."""
     if result is None or result == "" or result == {}:
@@ -160,7 +172,7 @@ def result_summary(result):
         text = result
     else:
         text = json.dumps(result, ensure_ascii=False)
-    return text if len(text) <= RESULT_SUMMARY_LENGTH else text[: RESULT_SUMMARY_LENGTH - 1] + "…"
+    return _cut(text, RESULT_SUMMARY_LENGTH)
 
 
 def task_details(board, task_id):

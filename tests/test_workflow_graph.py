@@ -299,3 +299,12 @@ def test_a_completed_tasks_result_summary_reaches_its_details(board, alice, agen
     task = task_claim(agent=agent)
     task_complete(task=task, agent=agent, result={"summary": "All good."}, attempt=task.attempt)
     assert task_details(board, task.pk)["task"]["result_summary"] == "All good."
+
+
+def test_an_edge_carries_the_start_of_a_long_description(board, alice, agent):
+    ticket = ticket_create(board=board, title="Long", actor=alice)
+    source = task_create(ticket=ticket, title="Source", actor=alice)
+    discovery_branch(source_task=source, discovery_type="bug", description="x" * 5000, actor=agent)
+    [edge] = workflow_graph(ticket)["edges"]
+    assert edge["description"] == "x" * 199 + "…"
+    assert task_details(board, source.pk)["discoveries"][0]["description"] == "x" * 5000
