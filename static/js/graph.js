@@ -20,6 +20,7 @@
   const TICKET_GAP = 70;
   const FRAME_PADDING = 18;
   const RANK_GAP = 56;
+  const ROW_MAX = 12;
   const VIEWPORT_KEY = "omoi-graph-viewport:" + window.location.pathname;
 
   const canvas = document.getElementById("graph-canvas");
@@ -291,11 +292,12 @@
   }
 
   // Dagre's kind of drawing, worked out directly, for large graphs: a task's rank is one below the lowest
-  // task it comes from (a branch or a dependency inside the ticket), tasks of a rank in creation order.
-  // Dagre costs some 6 ms a ticket however small, which at 200 tickets was most of the first render.
+  // task it comes from (a branch or a dependency inside the ticket), tasks of a rank in creation order, and
+  // a rank of many tasks folded into lines of ROW_MAX. Dagre costs some 6 ms a ticket however small, which
+  // at 200 tickets was most of the first render.
   function layered(nodes) {
     const rank = new Map();
-    const rows = [];
+    const ranks = [];
     nodes.sort((a, b) => a.data("task") - b.data("task")).forEach(function (node) {
       let row = 0;
       node.incomers("edge").forEach(function (edge) {
@@ -303,7 +305,11 @@
         if (from !== undefined) row = Math.max(row, from + 1);
       });
       rank.set(node.id(), row);
-      (rows[row] = rows[row] || []).push(node);
+      (ranks[row] = ranks[row] || []).push(node);
+    });
+    const rows = [];
+    ranks.forEach(function (row) {
+      for (let start = 0; row && start < row.length; start += ROW_MAX) rows.push(row.slice(start, start + ROW_MAX));
     });
     const widest = rows.reduce((max, row) => Math.max(max, row ? row.length : 0), 0);
     const step = NODE_WIDTH + RANK_GAP / 2;
@@ -401,7 +407,8 @@
     if (!cy || cy.elements().empty()) return;
     const box = cy.nodes().boundingBox({ includeLabels: false, includeOverlays: false });
     const padding = 30;
-    const zoom = Math.min(1, (cy.width() - 2 * padding) / box.w, (cy.height() - 2 * padding) / box.h);
+    const fitted = Math.min((cy.width() - 2 * padding) / box.w, (cy.height() - 2 * padding) / box.h);
+    const zoom = Math.max(cy.minZoom(), Math.min(1, fitted));
     cy.viewport({
       zoom: zoom,
       pan: { x: (cy.width() - zoom * (box.x1 + box.x2)) / 2, y: (cy.height() - zoom * (box.y1 + box.y2)) / 2 },
