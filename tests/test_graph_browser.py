@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from board.models import Task
 from board.services import task_claim, task_complete, task_create, ticket_create
-from discoveries.services import discovery_branch
+from discoveries.services import discovery_branch, discovery_resolve
 
 from .browser import chromium_browser, give_browser_password, log_in, require_chromium, running_server
 
@@ -226,8 +226,11 @@ def test_agent_text_is_shown_as_text_in_the_side_panel(open_graph, board, alice,
     page.locator(f"#list-task-{spawned.pk} > .show-in-graph").click()
     expect(page.locator("#graph-panel-title")).to_have_text(f"#{spawned.pk} {spawned.title}")
     expect(panel).to_contain_text(f"Branched from #{source.pk} by a discovery (Security issue): Found {MARKUP}")
+    expect(panel).to_be_focused()
     page.keyboard.press("Escape")
     expect(panel).to_be_hidden()
+    # The focus goes back where the keyboard user was.
+    expect(page.locator(f"#list-task-{spawned.pk} > .show-in-graph")).to_be_focused()
     assert page.evaluate("window.injected") is None
 
 
@@ -284,3 +287,47 @@ def test_a_large_graph_asks_to_filter_first_and_shows_anyway_with_viewport_optim
     assert page.evaluate("OmoiGraph.cy.nodes('node.task').length") == 850
     assert page.evaluate("OmoiGraph.cy.renderer().hideEdgesOnViewport") is True
     assert page.evaluate("OmoiGraph.cy.renderer().textureOnViewport") is True
+
+
+def test_a_new_tickets_task_gets_its_own_frame_on_the_board_and_stays_off_another_tickets_graph(
+    open_graph, board, alice, bob, builder, story
+):
+    board_page = open_graph(bob, graph_path(board))
+    ticket_page = open_graph(bob, graph_path(board, story["ticket"]), context=board_page.context)
+    source = task_create(ticket=story["ticket"], title="Look around", actor=alice)
+    discovery, spawned = discovery_branch(
+        source_task=source, discovery_type="optimization", description="Cache it", actor=builder[0]
+    )
+    wait_for_node(ticket_page, spawned.pk)
+
+    other = ticket_create(board=board, title="Audit log", actor=alice)
+    elsewhere = task_create(ticket=other, title="Log logins", actor=alice)
+    wait_for_node(board_page, elsewhere.pk)
+    frame = board_page.evaluate(f"OmoiGraph.cy.getElementById('ticket-{other.pk}').data('label')")
+    assert frame == f"#{other.pk} Audit log"
+    # Below the other tickets' frames, not on top of them.
+    boxes = board_page.evaluate(
+        f"""[OmoiGraph.cy.getElementById('ticket-{story["ticket"].pk}').boundingBox(),
+            OmoiGraph.cy.getElementById('ticket-{other.pk}').boundingBox()]"""
+    )
+    assert boxes[1]["y1"] > boxes[0]["y2"] or boxes[1]["x1"] > boxes[0]["x2"]
+
+    discovery_resolve(discovery=discovery, status="resolved", reason="Cached", actor=alice)
+    edge = f"discovery-{discovery.pk}-{spawned.pk}"
+    ticket_page.wait_for_function(f"OmoiGraph.cy.getElementById('{edge}').hasClass('closed')", timeout=LIVE_TIMEOUT)
+    board_page.wait_for_function(f"OmoiGraph.cy.getElementById('{edge}').hasClass('closed')", timeout=LIVE_TIMEOUT)
+    assert ticket_page.evaluate(f"OmoiGraph.model.nodes.has({elsewhere.pk})") is False
+    assert ticket_page.evaluate("OmoiGraph.cy.nodes('node.task').length") == 4
+
+
+def test_tidy_lays_the_graph_out_again_and_fits_it(open_graph, board, bob, story):
+    page = open_graph(bob, graph_path(board, story["ticket"]))
+    page.evaluate(f"OmoiGraph.cy.getElementById('task-{story['code'].pk}').position({{x: 5000, y: 5000}})")
+    page.get_by_role("button", name="Zoom in").click()
+    page.get_by_role("button", name="Tidy").click()
+    spec, code = node(page, story["spec"]), node(page, story["code"])
+    assert abs(code["x"] - spec["x"]) < 1 and 0 < code["y"] - spec["y"] < 200  # the code waits on the spec
+    visible = page.evaluate(
+        f"OmoiGraph.cy.extent().x2 >= OmoiGraph.cy.getElementById('task-{story['code'].pk}').position('x')"
+    )
+    assert visible

@@ -40,6 +40,7 @@
   let large = false;
   let showAnyway = false;
   let panelTask = null;
+  let panelOpener = null; // the list's button that opened the panel: the focus goes back to it on closing
 
   // ---- The model and the filters -------------------------------------------------------------------
 
@@ -239,6 +240,7 @@
       pixelRatio: large ? 1 : "auto",
     });
     cy.on("tap", "node.task", function (evt) {
+      panelOpener = null;
       openPanel(evt.target.data("task"));
     });
     cy.on("tap", function (evt) {
@@ -546,7 +548,7 @@
     const element = cy.getElementById("task-" + node.id);
     if (element.nonempty()) return;
     const siblings = ticketNodes(node.ticket);
-    const before = siblings.nonempty() ? siblings.boundingBox({ includeLabels: false }) : null;
+    const before = siblings.nonempty() ? siblings.boundingBox({ includeLabels: false, includeOverlays: false }) : null;
     const parent = node.parent !== null ? cy.getElementById("task-" + node.parent) : cy.collection();
     let position;
     if (parent.nonempty()) {
@@ -562,7 +564,8 @@
       if (BOARD_SCOPE && cy.getElementById("ticket-" + node.ticket).empty()) {
         cy.add({ group: "nodes", data: ticketData(node), classes: "ticket" });
       }
-      cy.add({ group: "nodes", data: nodeData(node), classes: "task", position: position });
+      // A copy: Cytoscape keeps the object it is given as the node's position and moves it with the node.
+      cy.add({ group: "nodes", data: nodeData(node), classes: "task", position: { x: position.x, y: position.y } });
       shown.edges.forEach(function (edge) {
         if ((edge.source === node.id || edge.target === node.id) && cy.getElementById(edge.id).empty()) {
           cy.add({ group: "edges", data: edgeData(edge), classes: edgeClasses(edge) });
@@ -617,6 +620,7 @@
     details.edges.forEach(storeEdge);
     if (isNew) {
       drawNode(node);
+      showCounts(filtered(readFilters()));
       details.edges.forEach(function (edge) {
         if (model.nodes.has(edge.source) && model.nodes.has(edge.target)) drawEdge(model.edges.get(edge.id));
       });
@@ -725,9 +729,12 @@
   // ---- The side panel -------------------------------------------------------------------------------
 
   function closePanel() {
+    const hadFocus = panel.contains(document.activeElement);
     panel.hidden = true;
     panelTask = null;
     if (cy) cy.nodes(":selected").unselect();
+    if (hadFocus && panelOpener && document.body.contains(panelOpener)) panelOpener.focus();
+    panelOpener = null;
   }
 
   function fact(list, term, value) {
@@ -864,6 +871,7 @@
       const element = cy.getElementById("task-" + id);
       if (element.nonempty()) cy.center(element);
       openPanel(id);
+      panelOpener = button;
       panel.focus();
     });
     showListButtons(document);
