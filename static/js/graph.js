@@ -452,18 +452,19 @@
     });
     const list = document.getElementById("graph-notice-counts");
     list.replaceChildren();
-    function add(term, entries, names) {
+    function add(term, counted, names) {
       const dt = document.createElement("dt");
       dt.textContent = term;
       const dd = document.createElement("dd");
-      dd.textContent = entries
-        .filter(([key]) => names.has(key))
-        .map(([key, count]) => names.get(key).name + " " + count)
+      // In the workflow's order of phases and the usual order of statuses.
+      dd.textContent = Array.from(names.values())
+        .filter((item) => counted.has(item.key))
+        .map((item) => item.name + " " + counted.get(item.key))
         .join(", ");
       list.append(dt, dd);
     }
-    add("By phase", Array.from(byPhase), PHASES);
-    add("By status", Array.from(byStatus), STATUSES);
+    add("By phase", byPhase, PHASES);
+    add("By status", byStatus, STATUSES);
   }
 
   // Draw what the filters keep, from scratch: on load and when the filters change.
