@@ -21,13 +21,13 @@ THINK_SECONDS = (2.0, 6.0)
 MAX_ARTIFACTS = 100
 
 DISCOVERIES = [
-    ("bug", "Saving {title!r} with an empty description fails with a server error instead of a message."),
-    ("missing_requirement", "Nothing says what {title!r} should do when the upstream service times out."),
-    ("optimization", "The list behind {title!r} runs one query per row; one joined query would do."),
-    ("security_issue", "The endpoint used by {title!r} does not check that the caller is a member of the board."),
-    ("performance_issue", "{title!r} takes over two seconds on a board with 500 tickets."),
-    ("technical_debt", "The code touched by {title!r} duplicates the validation of the ticket form."),
-    ("clarification_needed", "It is unclear whether {title!r} applies to archived tickets too."),
+    ("bug", "Saving {title} with an empty description fails with a server error instead of a message."),
+    ("missing_requirement", "Nothing says what {title} should do when the upstream service times out."),
+    ("optimization", "The list behind {title} runs one query per row; one joined query would do."),
+    ("security_issue", "The endpoint used by {title} does not check that the caller is a member of the board."),
+    ("performance_issue", "{title} takes over two seconds on a board with 500 tickets."),
+    ("technical_debt", "The code touched by {title} duplicates the validation of the ticket form."),
+    ("clarification_needed", "It is unclear whether {title} applies to archived tickets too."),
 ]
 # New work a demo board receives, so it never runs dry (see SimulatedAgent.file_new_work).
 NEW_WORK = [
@@ -107,7 +107,8 @@ class SimulatedAgent:
     def discover(self, task):
         """Record a discovery, or record one and branch the work with it: half of each."""
         discovery_type, template = self.rng.choice(DISCOVERIES)
-        description = template.format(title=task["title"])
+        # Named by id, not title: a branched task's title quotes its source's, which would nest with each branch.
+        description = template.format(title=f"task #{task['id']}")
         metadata = {"simulated": True, "found_in_task": task["id"]}
         if self.rng.random() < 0.5:
             found = self.omoi.record(
