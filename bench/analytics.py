@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .board import configure_environment
-from .databases import Refused, Unreachable, describe, postgres_database, sqlite_database
+from .databases import database_version, on_new_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,21 +64,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     configure_environment()
-    url = os.environ.get("DATABASE_URL", "")
-    started = time.perf_counter()
-    try:
-        with postgres_database(url) if url else sqlite_database() as location:
-            os.environ["DATABASE_URL" if url else "SQLITE_PATH"] = location
-            status = run(args, describe(location) if url else "a temporary file")
-    except Refused as exc:
-        raise SystemExit(str(exc)) from None
-    except Unreachable as exc:
-        if not args.skip_unreachable:
-            raise SystemExit(str(exc)) from None
-        print(f"{exc}\nPostgreSQL pass skipped.")
-        return 0
-    print(f"Done in {time.perf_counter() - started:.0f} s.")
-    return status
+    return on_new_database(lambda where, env: run(args, where), skip_unreachable=args.skip_unreachable)
 
 
 # Seeding, in bulk: the services would take many minutes for 100,000 moves, and what is measured is the reading.
@@ -269,7 +255,7 @@ def run(args, where):
         print(f"Migrating a new {connection.display_name} database ({where})…", flush=True)
         call_command("migrate", interactive=False, verbosity=0)
         results = measure_all(args)
-        database = {"vendor": connection.vendor, "version": _database_version(connection), "where": where}
+        database = {"vendor": connection.vendor, "version": database_version(connection), "where": where}
     finally:
         connections.close_all()
     results = {
@@ -338,14 +324,6 @@ def measure_all(args):
             ),
         }
     return {"sizes": sizes}
-
-
-def _database_version(connection):
-    if connection.vendor == "sqlite":
-        return connection.Database.sqlite_version
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        return cursor.fetchone()[0]
 
 
 def _counts(figure):

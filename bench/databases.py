@@ -82,3 +82,42 @@ def postgres_database(url):
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+
+
+def on_new_database(run, *, skip_unreachable):
+    """Run `run(where, env)` on a new database, chosen as the benchmarks choose it; its exit status.
+
+    DATABASE_URL set: a new PostgreSQL database beside it; unset: a temporary
+    SQLite file. `where` describes it for printing (no password) and `env`
+    holds the variable that points a child process at it. A server that does
+    not answer ends the run with its message, or skips it with
+    `skip_unreachable` (make bench's PostgreSQL passes).
+    """
+    import os
+    import time
+
+    url = os.environ.get("DATABASE_URL", "")
+    started = time.perf_counter()
+    try:
+        with postgres_database(url) if url else sqlite_database() as location:
+            env = {"DATABASE_URL": location} if url else {"SQLITE_PATH": location}
+            os.environ.update(env)
+            status = run(describe(location) if url else "a temporary file", env)
+    except Refused as exc:
+        raise SystemExit(str(exc)) from None
+    except Unreachable as exc:
+        if not skip_unreachable:
+            raise SystemExit(str(exc)) from None
+        print(f"{exc}\nPostgreSQL pass skipped.")
+        return 0
+    print(f"Done in {time.perf_counter() - started:.0f} s.")
+    return status
+
+
+def database_version(connection):
+    """The server's version, for the results (Django's connection, once Django is set up)."""
+    if connection.vendor == "sqlite":
+        return connection.Database.sqlite_version
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        return cursor.fetchone()[0]

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .board import configure_environment
-from .databases import Refused, Unreachable, describe, postgres_database, sqlite_database
+from .databases import database_version, on_new_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,22 +74,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     configure_environment()
-    url = os.environ.get("DATABASE_URL", "")
-    started = time.perf_counter()
-    try:
-        with postgres_database(url) if url else sqlite_database() as location:
-            os.environ["DATABASE_URL" if url else "SQLITE_PATH"] = location
-            where = describe(location) if url else "a temporary file"
-            status = run(args, where, {"DATABASE_URL": location} if url else {"SQLITE_PATH": location})
-    except Refused as exc:
-        raise SystemExit(str(exc)) from None
-    except Unreachable as exc:
-        if not args.skip_unreachable:
-            raise SystemExit(str(exc)) from None
-        print(f"{exc}\nPostgreSQL pass skipped.")
-        return 0
-    print(f"Done in {time.perf_counter() - started:.0f} s.")
-    return status
+    return on_new_database(lambda where, env: run(args, where, env), skip_unreachable=args.skip_unreachable)
 
 
 def run(args, where, database_env):
@@ -118,7 +103,7 @@ def run(args, where, database_env):
                 "populate_seconds": round(populated, 1),
                 "server": measure_server(board, user, runs=args.runs, warmup=args.warmup),
             }
-        database = {"vendor": connection.vendor, "version": _database_version(connection), "where": where}
+        database = {"vendor": connection.vendor, "version": database_version(connection), "where": where}
         browser = None
         if not args.no_browser:
             largest = max(args.sizes)
@@ -145,14 +130,6 @@ def run(args, where, database_env):
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"Written to {path.relative_to(ROOT)}.")
     return 1 if results["failures"] else 0
-
-
-def _database_version(connection):
-    if connection.vendor == "sqlite":
-        return connection.Database.sqlite_version
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        return cursor.fetchone()[0]
 
 
 # The data

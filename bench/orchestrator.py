@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .board import configure_environment
-from .databases import Refused, Unreachable, describe, postgres_database, sqlite_database
+from .databases import on_new_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,18 +53,7 @@ def main(argv=None):
     if args.worker:
         return worker()
     configure_environment()
-    url = os.environ.get("DATABASE_URL", "")
-    try:
-        with postgres_database(url) if url else sqlite_database() as location:
-            os.environ["DATABASE_URL" if url else "SQLITE_PATH"] = location
-            return run(args, describe(location) if url else "a temporary file")
-    except Refused as exc:
-        raise SystemExit(str(exc)) from None
-    except Unreachable as exc:
-        if not args.skip_unreachable:
-            raise SystemExit(str(exc)) from None
-        print(f"{exc}\nPostgreSQL pass skipped.")
-        return 0
+    return on_new_database(lambda where, env: run(args, where), skip_unreachable=args.skip_unreachable)
 
 
 # Seeding, in bulk: the services would take minutes for 10,000 tickets, and what is measured is the orchestrator.
