@@ -1,57 +1,31 @@
-"""Board pages: the board list, the board with its columns, moves, and the ticket pages.
+"""The board page: its columns, live fragments, more cards, and moves (drops and keyboard moves).
 
 Views parse input, call a service and render; the rules live in
-`services.py`. Fragments for htmx are named partials of the page templates.
+`board.services`. Fragments for htmx are named partials of the page template.
 """
 
-from urllib.parse import urlencode
-
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, Max
-from django.http import HttpResponse
+from django.core.exceptions import ValidationError
+from django.db.models import Max
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from phases.models import Phase
-
-from .errors import Refused
-from .events import EventType
-from .forms import BoardFilterForm, MoveForm, ResultReviewForm, TicketCreateForm, TicketEditForm
-from .models import Agent, Board, Event, PhaseHistory, Ticket, TicketResult
-from .selectors import (
+from ..errors import Refused
+from ..events import EventType
+from ..forms import BoardFilterForm, MoveForm
+from ..models import Event, Ticket
+from ..selectors import (
     LANE_ORDER,
-    board_agents,
     board_columns,
     column_cards_after,
     move_options,
-    ticket_gate,
-    with_gate_facts,
 )
-from .services import agent_revoke, agent_silence_limit, ticket_move, ticket_result_review
-
-FILTER_FIELDS = ("priority", "phase", "q", "blocked", "lanes")
-
-
-def _board_for(request, slug):
-    """The board if the user is a member or staff; 404 otherwise, so that outsiders learn nothing."""
-    return get_object_or_404(Board.objects.visible_to(request.user).select_related("workflow"), slug=slug)
-
-
-def _phases(board):
-    return list(Phase.objects.filter(workflow_id=board.workflow_id).with_transitions().in_order())
-
-
-def _filter_query(data):
-    """The filter part of a query string, to keep filters on links, fragments and redirects."""
-    return urlencode([(name, value) for name in FILTER_FIELDS for value in data.getlist(name) if value])
+from ..services import ticket_move
+from .common import bad_request, board_for, filter_query, shown, vary_on_htmx, workflow_phases
 
 
 def _options_html(options):
@@ -86,7 +60,7 @@ def _board_context(request, board, phases, filter_form, views):
         "phases": phases,
         "filter_form": filter_form,
         "filters": filters,
-        "filter_query": _filter_query(filter_form.data),
+        "filter_query": filter_query(filter_form.data),
         "columns": views,
         "options": options,
         # Card links are built from this prefix: reversing three URLs per card was a tenth of the page time.
@@ -117,35 +91,13 @@ def _decorate(cards, options, names):
         card.phase_name = names.get(card.phase_id, "")
 
 
-def _bad_request(message):
-    """A refusal of a fragment request, as plain text: what the user sent is never read as markup."""
-    return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
-
-
-def _shown(value):
-    """A value the user sent, quoted and cut short for a message."""
-    return repr(value if len(value) <= 64 else value[:63] + "…")
-
-
-def _vary_on_htmx(response):
-    patch_vary_headers(response, ("HX-Request",))
-    return response
-
-
-@login_required
-@require_GET
-def board_list(request):
-    boards = Board.objects.visible_to(request.user).annotate(ticket_count=Count("tickets")).order_by("name")
-    return render(request, "board/board_list.html", {"boards": boards})
-
-
 @login_required
 @require_GET
 def board_detail(request, slug):
-    board = _board_for(request, slug)
+    board = board_for(request, slug)
     # Read before the columns: whatever happens after this id, the page replays.
     last_event_id = Event.objects.filter(board=board).aggregate(last=Max("id"))["last"] or 0
-    phases = _phases(board)
+    phases = workflow_phases(board)
     filter_form = BoardFilterForm(request.GET, phases=phases)
     filter_form.is_valid()
     views = board_columns(board, filter_form.filters())
@@ -153,16 +105,16 @@ def board_detail(request, slug):
     context["last_event_id"] = last_event_id
     context["event_types"] = {event_type.name: event_type.value for event_type in EventType}
     template = "board/board.html#board-body" if request.htmx and not request.htmx.boosted else "board/board.html"
-    return _vary_on_htmx(render(request, template, context))
+    return vary_on_htmx(render(request, template, context))
 
 
 @login_required
 @require_GET
 def board_columns_fragment(request, slug):
     """Fresh copies of some columns (`?column=key`, repeated), swapped in out of band by the live board."""
-    board = _board_for(request, slug)
+    board = board_for(request, slug)
     keys = request.GET.getlist("column")[:50]
-    phases = _phases(board)
+    phases = workflow_phases(board)
     filter_form = BoardFilterForm(request.GET, phases=phases)
     filter_form.is_valid()
     views = board_columns(board, filter_form.filters(), only=keys)
@@ -174,26 +126,26 @@ def board_columns_fragment(request, slug):
 @require_GET
 def column_more(request, slug, key):
     """The next page of cards of one column (or one swimlane of it), after the card `?after=`."""
-    board = _board_for(request, slug)
-    phases = _phases(board)
+    board = board_for(request, slug)
+    phases = workflow_phases(board)
     filter_form = BoardFilterForm(request.GET, phases=phases)
     filter_form.is_valid()
     filters = filter_form.filters()
     views = board_columns(board, filters, only=[key])
     if not views:
-        return _bad_request(f"Board {board.name} has no column {_shown(key)}.")
+        return bad_request(f"Board {board.name} has no column {shown(key)}.")
     view = views[0]
     lane = request.GET.get("lane", "")
     if lane and lane not in LANE_ORDER:
-        return _bad_request(f"Unknown swimlane {_shown(lane)}; use one of {', '.join(LANE_ORDER)}.")
+        return bad_request(f"Unknown swimlane {shown(lane)}; use one of {', '.join(LANE_ORDER)}.")
     after = None
     after_id = request.GET.get("after", "")
     if after_id:
         if not after_id.isdigit() or len(after_id) > 18:
-            return _bad_request(f"`after` must be a ticket id, not {_shown(after_id)}.")
+            return bad_request(f"`after` must be a ticket id, not {shown(after_id)}.")
         after = Ticket.objects.filter(board=board, pk=int(after_id)).only("pk", "position").first()
         if after is None:
-            return _bad_request(f"Ticket #{after_id} is not on this board.")
+            return bad_request(f"Ticket #{after_id} is not on this board.")
     cards, has_more = column_cards_after(board, filters, view=view, after=after, lane=lane)
     context = _board_context(request, board, phases, filter_form, views)
     _decorate(cards, context["options"], {phase.pk: phase.name for phase in phases})
@@ -232,9 +184,9 @@ def _column_key_of(views_by_phase, phase_id):
 @require_POST
 def ticket_move_view(request, slug, pk):
     """A drop or a keyboard move. htmx gets both columns re-rendered from the database, and the outcome."""
-    board = _board_for(request, slug)
+    board = board_for(request, slug)
     ticket = get_object_or_404(Ticket.objects.select_related("phase"), board=board, pk=pk)
-    phases = _phases(board)
+    phases = workflow_phases(board)
     # Filters ride in the query string, as on the page the move came from.
     filter_form = BoardFilterForm(request.GET, phases=phases)
     filter_form.is_valid()
@@ -290,7 +242,7 @@ def ticket_move_view(request, slug, pk):
     if not request.htmx:
         (messages.success if status == 200 else messages.error)(request, outcome)
         url = reverse("board:detail", args=[board.slug])
-        query = _filter_query(request.GET)
+        query = filter_query(request.GET)
         return redirect(f"{url}?{query}" if query else url)
 
     keys = [key for key in dict.fromkeys([from_key, target_key]) if key]
@@ -316,136 +268,3 @@ def _moved_message(before, after, target, direction):
         into = f"{target.column.name} ({phase.name})" if phase and len(target.phases) > 1 else target.column.name
         return f"“{after.title}” moved to {into}."
     return f"“{after.title}” reordered in {target.column.name}."
-
-
-@login_required
-@require_GET
-def ticket_detail(request, slug, pk):
-    board = _board_for(request, slug)
-    ticket = get_object_or_404(
-        with_gate_facts(Ticket.objects.select_related("phase", "created_by")), board=board, pk=pk
-    )
-    history = list(
-        PhaseHistory.objects.filter(ticket=ticket)
-        .select_related("from_phase", "to_phase")
-        .order_by("-created_at", "-id")
-    )
-    activity = list(
-        Event.objects.filter(board=board, entity_type="ticket", entity_id=str(ticket.pk)).order_by("-id")[:100]
-    )
-    # Discoveries come through the relation the discoveries app adds to Task: no import of the app above.
-    tasks = list(
-        ticket.tasks.select_related("phase", "assigned_agent")
-        .prefetch_related("discoveries")
-        .order_by("created_at", "id")
-    )
-    discoveries = sorted((d for task in tasks for d in task.discoveries.all()), key=lambda d: (d.discovered_at, d.pk))
-    gate = ticket_gate(ticket, tasks=tasks)
-    results = list(ticket.results.select_related("submitted_by", "reviewed_by").order_by("-submitted_at", "-id"))
-    return render(
-        request,
-        "board/ticket_detail.html",
-        {
-            "board": board,
-            "ticket": ticket,
-            "history": history,
-            "activity": activity,
-            "tasks": tasks,
-            "discoveries": discoveries,
-            "comments": list(ticket.comments.order_by("created_at", "id")),
-            "gate": gate,
-            "results": results,
-            "may_review": request.user.is_staff,
-        },
-    )
-
-
-@login_required
-@require_POST
-def ticket_result_review_view(request, slug, pk, result_pk):
-    """Staff accept or reject a ticket's result (POST from the ticket page); the outcome is shown there."""
-    board = _board_for(request, slug)
-    result = get_object_or_404(TicketResult, ticket__board=board, ticket_id=pk, pk=result_pk)
-    form = ResultReviewForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
-    else:
-        accept = form.cleaned_data["decision"] == "accept"
-        try:
-            ticket_result_review(result=result, user=request.user, accept=accept, note=form.cleaned_data["note"])
-        except (PermissionDenied, Refused) as exc:
-            messages.error(request, str(exc))
-        except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
-        else:
-            messages.success(request, "Result accepted." if accept else "Result rejected.")
-    return redirect(f"{reverse('board:ticket', args=[board.slug, pk])}#result-{result.pk}")
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def ticket_create_view(request, slug):
-    board = _board_for(request, slug)
-    form = TicketCreateForm(request.POST or None, board=board, initial={"priority": "MEDIUM"})
-    form.actor = request.user
-    if request.method == "POST" and form.is_valid():
-        messages.success(request, f"Created “{form.instance.title}”.")
-        return redirect("board:ticket", board.slug, form.instance.pk)
-    return render(request, "board/ticket_form.html", {"board": board, "form": form}, status=422 if form.errors else 200)
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def ticket_edit_view(request, slug, pk):
-    board = _board_for(request, slug)
-    ticket = get_object_or_404(Ticket, board=board, pk=pk)
-    form = TicketEditForm(request.POST or None, instance=ticket)
-    form.actor = request.user
-    if request.method == "POST" and form.is_valid():
-        messages.success(request, f"Saved “{form.instance.title}”.")
-        return redirect("board:ticket", board.slug, ticket.pk)
-    return render(
-        request,
-        "board/ticket_form.html",
-        {"board": board, "form": form, "ticket": ticket},
-        status=422 if form.errors else 200,
-    )
-
-
-@login_required
-@require_GET
-def agents_view(request, slug):
-    """The board's agents: what each is, holds and has done; staff may revoke one. htmx gets the list alone."""
-    board = _board_for(request, slug)
-    # Read before the list: whatever happens after this id, the page's live connection replays.
-    last_event_id = Event.objects.filter(board=board).aggregate(last=Max("id"))["last"] or 0
-    now = timezone.now()
-    context = {
-        "board": board,
-        "rows": board_agents(board, now=now, silence_limit=agent_silence_limit()),
-        "now": now,
-        "heartbeat_seconds": int(settings.OMOI_HEARTBEAT_INTERVAL.total_seconds()),
-        "may_revoke": request.user.is_staff,
-        "last_event_id": last_event_id,
-        "tickets_url": reverse("board:ticket-create", args=[board.slug]).removesuffix("new/"),
-    }
-    template = "board/agents.html#agent-list" if request.htmx and not request.htmx.boosted else "board/agents.html"
-    return _vary_on_htmx(render(request, template, context))
-
-
-@login_required
-@require_POST
-def agent_revoke_view(request, slug, pk):
-    """Staff revoke an agent's token from the agents page; it stops working on every board at once."""
-    board = _board_for(request, slug)
-    agent = get_object_or_404(Agent, boards=board, pk=pk)
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff may revoke an agent.")
-    if agent.is_revoked:
-        messages.error(request, f"Agent {agent.name} was already revoked.")
-    else:
-        agent_revoke(agent=agent, actor=request.user)
-        messages.success(
-            request, f"Agent {agent.name} is revoked: its token no longer works, and its tasks went back to the queue."
-        )
-    return redirect(f"{reverse('board:agents', args=[board.slug])}#agent-{agent.pk}")
