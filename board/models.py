@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import NotSupportedError, models
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce
@@ -37,12 +38,36 @@ class BoardQuerySet(models.QuerySet):
             return self
         return self.filter(members=user)
 
+    def managed_by(self, user):
+        """The boards whose members `user` may manage: staff manage every board, an owner the boards they own.
+
+        Ownership counts only alongside membership: an owner taken off the
+        board (in the admin, say) manages it no more.
+        """
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(owners=user).filter(members=user)
+
+
+# Paths under /boards/ that are pages, not boards: a board with one of these slugs could not be reached.
+RESERVED_BOARD_SLUGS = frozenset({"new"})
+
+
+def validate_board_slug(value):
+    if value in RESERVED_BOARD_SLUGS:
+        raise ValidationError(f"“{value}” is reserved for a page of the site; choose another address.")
+
 
 class Board(models.Model):
     name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True, validators=[validate_board_slug])
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="boards")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="boards")
+    # The members who manage the board's members (always members too; see BoardQuerySet.managed_by).
+    # A board with none is managed by staff alone, as every board was before owners.
+    owners = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="owned_boards")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = BoardQuerySet.as_manager()
