@@ -43,6 +43,10 @@ class EventType(StrEnum):
     TASK_CANCELLED = "task.cancelled"
     AGENT_OFFLINE = "agent.offline"
     AGENT_ONLINE = "agent.online"
+    BOARD_CREATED = "board.created"
+    BOARD_MEMBER_ADDED = "board.member_added"
+    BOARD_MEMBER_UPDATED = "board.member_updated"
+    BOARD_MEMBER_REMOVED = "board.member_removed"
 
 
 @dataclass(frozen=True)

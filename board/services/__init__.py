@@ -19,6 +19,7 @@ from .agents import (
     idempotency_prune,
     token_hash,
 )
+from .boards import board_create, board_may_manage, board_member_add, board_member_remove, board_member_update
 from .gates import ticket_advance, ticket_phase_enter
 from .ordering import POSITION_GAP
 from .remap import phase_remap, tickets_remap_phase
@@ -57,6 +58,11 @@ __all__ = [
     "agent_token_rotate",
     "agent_update",
     "agents_silent",
+    "board_create",
+    "board_may_manage",
+    "board_member_add",
+    "board_member_remove",
+    "board_member_update",
     "idempotency_prune",
     "phase_remap",
     "retry_delay",
