@@ -1,13 +1,26 @@
-"""The demo's simulated agents: registered on the demo board once, given a new token each time `make run` starts."""
+"""The demo board's agents: the simulated ones `make run` starts, and the task kept for the README's quick-start agent."""
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .events import SystemActor
-from .models import Agent, Board
-from .services import agent_create, agent_token_rotate, agent_update
+from .models import Agent, Board, Priority, Task
+from .services import agent_create, agent_token_rotate, agent_update, task_create, ticket_create
 
 DEMO_BOARD = "demo"
 SETUP = SystemActor("setup")
+
+# The README's agent quick-start registers `builder-1` with this phase and these capabilities. The simulated
+# agents get only the capabilities the workflow's default tasks ask for (none in the default workflow), so they
+# leave this task to the person trying the API, whenever they follow the quick-start.
+QUICKSTART_PHASE = "PHASE_IMPLEMENTATION"
+QUICKSTART_CAPABILITIES = ["python", "django"]
+QUICKSTART_TICKET = "Search across tickets and tasks"
+QUICKSTART_TASK = "Build the search endpoint"
+QUICKSTART_DESCRIPTION = (
+    "Add `GET /search?q=…` to the board pages: tickets and tasks whose title or description contains the words, "
+    "on the boards the person is a member of, newest first, 50 at most."
+)
 
 
 def workflow_capabilities(workflow):
@@ -43,3 +56,50 @@ def demo_agent_tokens(count):
             agent, token = agent_token_rotate(agent=agent, actor=SETUP)
         tokens.append((name, token))
     return tokens
+
+
+@transaction.atomic
+def demo_quickstart_task(board):
+    """A ready task on `board` that the quick-start's agent, and no simulated agent, can claim.
+
+    The pending one when there is one, else a new one on the quick-start
+    ticket (created in the phase when it is gone or finished). None when the
+    board's workflow has no such phase.
+    """
+    phase = board.workflow.phases.filter(key=QUICKSTART_PHASE).first()
+    if phase is None:
+        return None
+    waiting = (
+        Task.objects.filter(
+            ticket__board=board,
+            phase=phase,
+            status=Task.Status.PENDING,
+            required_capabilities=QUICKSTART_CAPABILITIES,
+        )
+        .order_by("pk")
+        .first()
+    )
+    if waiting is not None:
+        return waiting
+    ticket = (
+        board.tickets.filter(title=QUICKSTART_TICKET, phase__is_terminal=False)
+        .select_related("board__workflow", "phase")
+        .order_by("pk")
+        .first()
+    )
+    if ticket is None:
+        try:
+            ticket = ticket_create(
+                board=board, title=QUICKSTART_TICKET, priority=Priority.HIGH, phase=phase, actor=SETUP
+            )
+        except ValidationError:
+            return None  # the phase's column is full: the quick-start's agent finds the phase's other work
+    return task_create(
+        ticket=ticket,
+        title=QUICKSTART_TASK,
+        actor=SETUP,
+        phase=phase,
+        description=QUICKSTART_DESCRIPTION,
+        task_type="implementation",
+        required_capabilities=QUICKSTART_CAPABILITIES,
+    )

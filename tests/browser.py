@@ -240,3 +240,30 @@ def press_then_again_at_once(page, key, next_key):
         polling="raf",
     )
     page.keyboard.press(next_key)
+
+
+# Shared fixtures. Named apart from their functions, so a module imports them without shadowing
+# (`from .browser import chromium_fixture, server_fixture`); a module may still define its own.
+
+
+@pytest.fixture(scope="module", name="chromium")
+def chromium_fixture():
+    """Debian's Chromium for the whole module."""
+    require_chromium()
+    with chromium_browser() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module", name="server")
+def server_fixture(chromium, django_db_setup, tmp_path_factory):
+    """Daphne on the test database, for the whole module; after `chromium`, so no browser means no server."""
+    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
+        yield server
+
+
+@pytest.fixture(name="server_log")
+def server_log_fixture(server):
+    """Show what the server logged during a test when it fails (pytest prints captured output then)."""
+    offset = server.log_size()
+    yield
+    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from board.demo import QUICKSTART_CAPABILITIES, QUICKSTART_PHASE, demo_quickstart_task
 from board.models import Board, Priority
 from board.services import ticket_create, ticket_transition
 from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
@@ -99,6 +100,7 @@ class Command(BaseCommand):
         board.members.add(admin)
         if not created:
             self.stdout.write(f"Demo board {board.slug!r} exists.")
+            self.ensure_quickstart_task(board)
             return board
         for title, priority, goal in DEMO_TICKETS:
             ticket = ticket_create(board=board, title=title, priority=priority, actor=ACTOR)
@@ -108,4 +110,13 @@ class Command(BaseCommand):
             for phase in path:
                 ticket = ticket_transition(ticket=ticket, to_phase=phase, actor=ACTOR)
         self.stdout.write(f"Created demo board {board.slug!r} with {len(DEMO_TICKETS)} tickets.")
+        self.ensure_quickstart_task(board)
         return board
+
+    def ensure_quickstart_task(self, board):
+        task = demo_quickstart_task(board)
+        if task is not None:
+            self.stdout.write(
+                f"Task {task.pk} of ticket {task.ticket_id} waits for an agent in {QUICKSTART_PHASE} "
+                f"with the capabilities {','.join(QUICKSTART_CAPABILITIES)} (the README's quick-start)."
+            )
