@@ -1,10 +1,11 @@
 """Forms for tickets and the board: every write goes through the ticket services, whose refusals become form errors."""
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from phases.models import Phase
+from phases.models import Phase, Workflow
 
 from .errors import Refused
 from .models import Priority, Ticket
@@ -203,3 +204,53 @@ class ResultReviewForm(forms.Form):
 
     decision = forms.ChoiceField(choices=[("accept", "Accept"), ("reject", "Reject")])
     note = forms.CharField(required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+# Boards and their members. These forms only read and check what was sent; the views call the
+# board services, whose refusals come back on the form through `add_refusal`.
+
+
+class BoardCreateForm(forms.Form):
+    """A new board: its name, its workflow, and an address made from the name unless one is given."""
+
+    name = forms.CharField(max_length=200, label="Name", help_text="What the team calls the board.")
+    workflow = forms.ModelChoiceField(
+        queryset=Workflow.objects.order_by("name"),
+        label="Workflow",
+        empty_label=None,
+        help_text="The phases and columns its tickets move through.",
+        error_messages={"invalid_choice": "That workflow is not installed; choose one from the list."},
+    )
+    slug = forms.SlugField(
+        max_length=100,
+        required=False,
+        label="Address",
+        help_text="Letters, digits and hyphens, used in the board's links. Leave empty to make one from the name.",
+    )
+
+
+class MemberAddForm(forms.Form):
+    """Someone to put on a board, named by username, and whether they manage its members too."""
+
+    username = forms.CharField(max_length=150, label="Username")
+    owner = forms.BooleanField(required=False, label="Owner: may manage the board's members")
+
+    def clean_username(self):
+        name = self.cleaned_data["username"].strip()
+        users = get_user_model().objects.filter(is_active=True)
+        # The exact name first; otherwise a name that differs only in case, when it names one user.
+        user = users.filter(username=name).first()
+        if user is None:
+            close = list(users.filter(username__iexact=name)[:2])
+            user = close[0] if len(close) == 1 else None
+        if user is None:
+            shown = name if len(name) <= 64 else name[:63] + "…"
+            raise ValidationError(f"No active user is called “{shown}”. Check the spelling of the username.")
+        self.user = user
+        return user.get_username()
+
+
+class MemberRoleForm(forms.Form):
+    """A member's role on a board: owner, or plain member."""
+
+    role = forms.ChoiceField(choices=[("owner", "Owner"), ("member", "Member")])

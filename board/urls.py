@@ -8,6 +8,11 @@ app_name = "board"
 
 urlpatterns = [
     path("", views.board_list, name="list"),
+    # Before boards/<slug>/: "new" is a reserved slug (board.models.RESERVED_BOARD_SLUGS).
+    path("boards/new/", views.board_create_view, name="board-create"),
+    path("boards/<slug:slug>/members/", views.board_members_view, name="members"),
+    path("boards/<slug:slug>/members/<int:user_id>/role/", views.board_member_role_view, name="member-role"),
+    path("boards/<slug:slug>/members/<int:user_id>/remove/", views.board_member_remove_view, name="member-remove"),
     path("boards/<slug:slug>/", views.board_detail, name="detail"),
     path("boards/<slug:slug>/columns/", views.board_columns_fragment, name="columns"),
     path("boards/<slug:slug>/columns/<slug:key>/cards/", views.column_more, name="column-more"),
