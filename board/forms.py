@@ -118,12 +118,17 @@ class TicketChangeForm(ServiceForm):
         return ticket
 
 
+MARKDOWN_HINT = "Markdown: **bold**, _italic_, `code`, lists, links, tables. Raw HTML is removed."
+
+
 class TicketCreateForm(ServiceForm):
     """Create a ticket on the board page's board, in one of its workflow's phases."""
 
     class Meta:
         model = Ticket
         fields = ("title", "description", "priority", "phase")
+        widgets = {"description": forms.Textarea(attrs={"rows": 8})}
+        help_texts = {"description": MARKDOWN_HINT}
 
     def __init__(self, *args, board, **kwargs):
         self.board = board
@@ -147,7 +152,11 @@ class TicketEditForm(ServiceForm):
     class Meta:
         model = Ticket
         fields = EDITABLE_FIELDS
-        widgets = {"blocked_reason": forms.Textarea(attrs={"rows": 2})}
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 8}),
+            "blocked_reason": forms.Textarea(attrs={"rows": 2}),
+        }
+        help_texts = {"description": MARKDOWN_HINT, "blocked_reason": "Shown on the card; needed when blocked."}
 
     def call_service(self, data):
         return ticket_update(ticket=self.instance, actor=self.actor, **{name: data[name] for name in EDITABLE_FIELDS})
@@ -204,6 +213,46 @@ class ResultReviewForm(forms.Form):
 
     decision = forms.ChoiceField(choices=[("accept", "Accept"), ("reject", "Reject")])
     note = forms.CharField(required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+COMMENT_MAX = 20_000
+
+
+class CommentForm(forms.Form):
+    """A comment on a ticket, in Markdown; `ticket_comment` checks it again and writes it."""
+
+    body = forms.CharField(
+        label="Comment",
+        max_length=COMMENT_MAX,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=MARKDOWN_HINT,
+        error_messages={
+            "required": "Write something before posting.",
+            "max_length": "At most %(limit_value)s characters (this has %(show_value)s).",
+        },
+    )
+
+
+class PhaseChangeForm(forms.Form):
+    """A phase change from the ticket page. Any other phase of the workflow may be asked for:
+    `ticket_transition` judges it, and its refusal (not allowed, WIP full, forcing) is the form's error."""
+
+    to_phase = forms.ModelChoiceField(
+        queryset=Phase.objects.none(),
+        label="Move to",
+        error_messages={
+            "required": "Choose the phase to move the ticket to.",
+            "invalid_choice": "That phase is not one this ticket can be moved to; choose one from the list.",
+        },
+    )
+    reason = forms.CharField(required=False, max_length=2000, label="Reason", widget=forms.Textarea(attrs={"rows": 2}))
+    force = forms.BooleanField(required=False, label="Force it (staff override; needs a reason)")
+
+    def __init__(self, *args, ticket, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["to_phase"].queryset = Phase.objects.filter(workflow_id=ticket.board.workflow_id).exclude(
+            pk=ticket.phase_id
+        )
 
 
 # Boards and their members. These forms only read and check what was sent; the views call the

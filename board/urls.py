@@ -22,6 +22,8 @@ urlpatterns = [
     path("boards/<slug:slug>/tickets/<int:pk>/", views.ticket_detail, name="ticket"),
     path("boards/<slug:slug>/tickets/<int:pk>/edit/", views.ticket_edit_view, name="ticket-edit"),
     path("boards/<slug:slug>/tickets/<int:pk>/move/", views.ticket_move_view, name="ticket-move"),
+    path("boards/<slug:slug>/tickets/<int:pk>/comments/", views.tickets.ticket_comment_view, name="ticket-comment"),
+    path("boards/<slug:slug>/tickets/<int:pk>/phase/", views.tickets.ticket_phase_view, name="ticket-phase"),
     path(
         "boards/<slug:slug>/tickets/<int:pk>/results/<int:result_pk>/review/",
         views.ticket_result_review_view,
