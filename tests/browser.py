@@ -8,6 +8,7 @@ in conftest.py: the SQLite test database is a file, not memory).
 
 import contextlib
 import functools
+import io
 import os
 import socket
 import subprocess
@@ -267,3 +268,159 @@ def server_log_fixture(server):
     offset = server.log_size()
     yield
     print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
+
+
+# Every page, on a demo board with real content: the accessibility check and the screenshots visit them all.
+
+# name: (URL name, which of the seed's objects its arguments come from). Pages whose URL name does not
+# exist are skipped, so a page added later only needs its line here.
+PAGES = {
+    "login": ("login", ()),
+    "boards": ("board:list", ()),
+    "board-new": ("board:board-create", ()),
+    "board": ("board:detail", ("board",)),
+    "board-swimlanes": ("board:detail", ("board",)),
+    "board-members": ("board:members", ("board",)),
+    "ticket": ("board:ticket", ("board", "ticket")),
+    "ticket-new": ("board:ticket-create", ("board",)),
+    "ticket-edit": ("board:ticket-edit", ("board", "ticket")),
+    "graph": ("discoveries:board-graph", ("board",)),
+    "ticket-graph": ("discoveries:ticket-graph", ("board", "ticket")),
+    "discoveries": ("discoveries:list", ("board",)),
+    "agents": ("board:agents", ("board",)),
+    "analytics": ("discoveries:analytics", ("board",)),
+    "admin": ("admin:index", ()),
+    "admin-workflow": ("admin:phases_workflow_change", ("workflow",)),
+    "admin-phase": ("admin:phases_phase_change", ("phase",)),
+}
+QUERIES = {"board-swimlanes": "?lanes=priority"}
+ANONYMOUS_PAGES = {"login"}
+
+
+def page_path(name, seed):
+    """The path of page `name` on the seeded board; skips the test when the site has no such page."""
+    from django.urls import NoReverseMatch, reverse
+
+    url_name, parts = PAGES[name]
+    arguments = [seed[part].slug if part == "board" else seed[part].pk for part in parts]
+    try:
+        return reverse(url_name, args=arguments) + QUERIES.get(name, "")
+    except NoReverseMatch:
+        pytest.skip(f"The site has no page {url_name!r}.")
+
+
+def seed_demo_board():
+    """The demo board as `make run` shows it a few minutes in; the objects the pages are about, by name.
+
+    The default workflow, the admin account (with the browser password) and the demo
+    board from `manage.py bootstrap`; the phases' default tasks; two demo agents, one
+    running a task after completing another with a discovery and a branch, the other
+    holding a task after a failure that waits for its retry; a blocked ticket with its
+    reason; a ticket with a Markdown description and a comment.
+    """
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from board.demo import demo_agent_tokens
+    from board.models import Board, Ticket
+    from board.orchestration.tickets import enter_phases
+    from board.services import (
+        agent_authenticate,
+        task_claim,
+        task_complete,
+        task_fail,
+        task_start,
+        ticket_comment,
+        ticket_update,
+    )
+    from discoveries.services import discovery_branch, discovery_record
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMOI_ADMIN_PASSWORD", PASSWORD)
+        call_command("bootstrap", stdout=io.StringIO())
+    board = Board.objects.select_related("workflow").get(slug="demo")
+    admin = give_browser_password(get_user_model().objects.get(username="admin"))
+    while enter_phases():
+        pass
+    first, second = (agent_authenticate(token) for _, token in demo_agent_tokens(2))
+
+    done = task_claim(agent=first, board=board)
+    task_start(task=done, agent=first)
+    discovery_record(
+        source_task=done,
+        discovery_type="optimization",
+        description="The nightly job reads every table twice; one pass would do.",
+        actor=first,
+    )
+    discovery_branch(
+        source_task=done,
+        discovery_type="bug",
+        description="Backups older than 30 days are never deleted, so the disk fills up.",
+        actor=first,
+        phase="PHASE_TESTING",
+        priority_boost=True,
+        metadata={"file": "ops/backup.py", "line": 88},
+    )
+    phase = done.phase
+    task_complete(
+        task=done,
+        agent=first,
+        result={"summary": "The backup job runs at 02:00 and keeps 30 days."},
+        artifacts=[{"type": "source", "path": "src/ops/backup.py"}],
+        completed_criteria=list(phase.done_definitions or [])[:2],
+    )
+    task_start(task=task_claim(agent=first, board=board), agent=first)
+    failed = task_claim(agent=second, board=board)
+    task_fail(task=failed, agent=second, error="The test database was not reachable.", retryable=True)
+    task_claim(agent=second, board=board)
+
+    ticket = done.ticket
+    ticket = ticket_update(
+        ticket=ticket,
+        actor=admin,
+        description=(
+            "Back up the database **every night** and keep the copies for 30 days.\n\n"
+            "- Encrypted at rest\n- Restore tested once a month\n\nSee `ops/backup.py`."
+        ),
+    )
+    ticket_comment(ticket=ticket, body="Restores took *four minutes* in the last drill. Good enough.", actor=admin)
+    blocked = Ticket.objects.filter(board=board, phase__key="PHASE_BLOCKED").first()
+    if blocked is not None:
+        ticket_update(
+            ticket=blocked, actor=admin, is_blocked=True, blocked_reason="Waiting for the payment provider's keys."
+        )
+    return {"board": board, "ticket": ticket, "admin": admin, "workflow": board.workflow, "phase": phase}
+
+
+@pytest.fixture(scope="module", name="demo_seed")
+def demo_seed_fixture(server, django_db_blocker):
+    """`seed_demo_board()` once for the module, committed for the server to read; the data is flushed after."""
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        if "test" not in str(connection.settings_dict["NAME"]):
+            # pytest-django sets the test database up only for a session that has tests marked django_db.
+            raise RuntimeError("No test database: mark the module's tests with pytest.mark.django_db.")
+        seed = seed_demo_board()
+    yield seed
+    with django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module", name="admin_state")
+def admin_state_fixture(chromium, server, demo_seed):
+    """The admin's logged-in browser state (cookies), made once through the login form."""
+    context = chromium.new_context(base_url=server.url)
+    try:
+        log_in(context.new_page(), demo_seed["admin"].username, "/")
+        return context.storage_state()
+    finally:
+        context.close()
+
+
+def settle(page):
+    """Wait until the page has drawn what it loads after the document: its requests, fonts and live status."""
+    page.wait_for_load_state("networkidle")
+    page.evaluate("document.fonts.ready.then(() => true)")
+    if page.locator("#live-status").count():
+        page.wait_for_function("document.querySelector('#live-status').textContent.trim() === 'Live'")

@@ -79,3 +79,11 @@ def test_bootstrap_can_skip_the_demo_board():
     call_command("bootstrap", "--no-demo", stdout=io.StringIO())
     assert not Board.objects.exists()
     assert get_user_model().objects.filter(username="admin").exists()
+
+
+@pytest.mark.django_db
+def test_demo_tickets_reach_their_phases_without_a_detour_through_blocked():
+    call_command("bootstrap", stdout=io.StringIO())
+    for ticket in Ticket.objects.filter(board__slug="demo").select_related("phase"):
+        passed = [row.to_phase for row in ticket.history.select_related("to_phase").order_by("pk")][:-1]
+        assert not [phase.key for phase in passed if phase.is_holding], ticket.title

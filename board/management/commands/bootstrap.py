@@ -35,13 +35,18 @@ DEMO_TICKETS = [
 
 
 def path_to(start, goal):
-    """Phases to pass through, by allowed transitions, from `start` to the phase keyed `goal`."""
+    """Phases to pass through, by allowed transitions, from `start` to the phase keyed `goal`.
+
+    Never by way of a holding phase such as Blocked: a demo ticket's history reads as work moving forward.
+    """
     queue = deque([(start, [])])
     seen = {start.pk}
     while queue:
         phase, path = queue.popleft()
         if phase.key == goal:
             return path
+        if path and phase.is_holding:
+            continue
         for target in phase.allowed_transitions.all():
             if target.pk not in seen:
                 seen.add(target.pk)
