@@ -2,9 +2,13 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, reverse_lazy
 
 from .api import api
+
+# The admin speaks of Omoi; "View site" goes back to the board list.
+admin.site.site_header = admin.site.site_title = "Omoi administration"
+admin.site.site_url = reverse_lazy("board:list")
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
