@@ -1,14 +1,16 @@
 """Admin for workflow definitions: workflows with their phases and columns, phase editing, YAML import and export."""
 
+import copy
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.defaultfilters import linebreaksbr
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from .forms import (
@@ -20,6 +22,7 @@ from .forms import (
     WorkflowForm,
     WorkflowImportForm,
 )
+from .markdown import MAX_SOURCE_CHARS, render_markdown
 from .models import BoardColumn, Phase, Workflow
 from .services import workflow_export, workflow_load
 from .workflow_files import WorkflowFileError, parse_workflow
@@ -69,6 +72,9 @@ class BoardColumnInline(admin.TabularInline):
     )
     ordering = ("sequence_order", "key")
     extra = 0
+
+    class Media:
+        js = ("js/admin-workflow.js",)
 
 
 @admin.register(Workflow)
@@ -180,6 +186,57 @@ class WorkflowAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/phases/workflow/import.html", context)
 
 
+# The phase form's fields that the agent's instructions are made of (Phase.agent_instructions).
+INSTRUCTION_FIELDS = (
+    "key",
+    "name",
+    "description",
+    "phase_prompt",
+    "done_definitions",
+    "expected_outputs",
+    "next_steps_guide",
+    "allowed_transitions",
+)
+# The renderer reads at most this much; a longer draft is refused rather than previewed in part.
+PREVIEW_MAX_CHARS = MAX_SOURCE_CHARS
+
+
+def instructions_draft(phase, data):
+    """The phase as the posted form would make it, unsaved, and the labels of the fields that cannot be read yet.
+
+    Each field is read by the phase form's own field, so the preview shows what
+    saving would store; a field that does not read (JSON being typed, an
+    unknown transition) keeps its stored value and is named. Nothing is
+    written: the draft is a copy, and its transitions are the chosen ones held
+    in the place a prefetch would put them, so Phase.agent_instructions, the
+    one writer of the text, reads them without asking the database.
+    """
+    form = PhaseForm(instance=phase)
+    draft = copy.copy(phase)
+    transitions = phase.allowed_transitions.all()
+    unreadable = []
+    for name in INSTRUCTION_FIELDS:
+        field = form.fields[name]
+        try:
+            value = field.clean(field.widget.value_from_datadict(data, {}, form.add_prefix(name)))
+        except ValidationError:
+            unreadable.append(field.label or name.replace("_", " ").capitalize())
+            continue
+        if name == "allowed_transitions":
+            transitions = value
+        else:
+            # Browsers send a textarea's lines ending in CRLF, as the form's clean methods know.
+            setattr(draft, name, value.replace("\r\n", "\n") if isinstance(value, str) else value)
+    draft._prefetched_objects_cache = {"allowed_transitions": transitions}
+    return draft, unreadable
+
+
+def instructions_preview(phase, unreadable=()):
+    """What the preview template shows: the instructions in Markdown and rendered by the site's one renderer."""
+    source = phase.agent_instructions()
+    return {"source": source, "html": render_markdown(source), "unreadable": unreadable}
+
+
 @admin.register(Phase)
 class PhaseAdmin(admin.ModelAdmin):
     form = PhaseForm
@@ -187,7 +244,7 @@ class PhaseAdmin(admin.ModelAdmin):
     list_filter = ("workflow",)
     list_select_related = ("workflow",)
     search_fields = ("key", "name")
-    readonly_fields = ("workflow", "agent_instructions_preview")
+    readonly_fields = ("workflow",)
     fieldsets = (
         (None, {"fields": ("workflow", "key", "name", "description", "sequence_order", "is_terminal")}),
         ("Transitions", {"fields": ("allowed_transitions",)}),
@@ -195,14 +252,51 @@ class PhaseAdmin(admin.ModelAdmin):
             "What the agent gets",
             {"fields": ("phase_prompt", "done_definitions", "expected_outputs", "next_steps_guide", "configuration")},
         ),
-        ("Agent instructions preview", {"fields": ("agent_instructions_preview",)}),
     )
 
-    @admin.display(description="Agent instructions preview")
-    def agent_instructions_preview(self, obj):
-        # format_html escapes: a prompt is text for an agent, never markup for this page.
-        return format_html('<pre style="white-space: pre-wrap">{}</pre>', obj.agent_instructions())
+    class Media:
+        js = ("js/admin-phase-preview.js",)
 
     def has_add_permission(self, request):
         # A new phase belongs in a workflow and one of its columns: add it on the workflow's page.
         return False
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="{}_{}_preview".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The page beside the form (templates/admin/phases/phase/change_form.html): the instructions as
+        # stored, or as the refused form left them, and where the page's script asks for them as edited.
+        if obj is not None:
+            draft, unreadable = instructions_draft(obj, request.POST) if request.method == "POST" else (obj, [])
+            context["preview"] = instructions_preview(draft, unreadable)
+            if self.has_change_permission(request, obj):
+                context["preview_url"] = reverse("admin:phases_phase_preview", args=[obj.pk])
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    def preview_view(self, request, object_id):
+        """The agent instructions as the posted phase form would make them, rendered; nothing is saved."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        phase = self.get_object(request, unquote(object_id))
+        if phase is None:
+            raise Http404
+        if not self.has_change_permission(request, phase):
+            raise PermissionDenied
+        size = sum(len(value) for _, values in request.POST.lists() for value in values)
+        if size > PREVIEW_MAX_CHARS:
+            return HttpResponse(
+                f"The preview takes at most {PREVIEW_MAX_CHARS:,} characters of text; this form has {size:,}.",
+                status=413,
+                content_type="text/plain; charset=utf-8",
+            )
+        draft, unreadable = instructions_draft(phase, request.POST)
+        return TemplateResponse(request, "admin/phases/phase/preview.html", instructions_preview(draft, unreadable))

@@ -8,13 +8,16 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.html import format_html, format_html_join
 
 from .models import BoardColumn, Phase, Workflow
 from .schema import ColumnDefinition, ExpectedOutput, PhaseConfiguration, PhaseDefinition, WorkflowDefinition
 from .services import workflow_definition
 from .workflow_files import UNMAPPED_PHASE, WorkflowFileError, dump_workflow, format_path, parse_workflow
 
-MONOSPACE = "font-family: monospace; width: 100%; box-sizing: border-box;"
+# Text an agent or a file reads (prompts, JSON, one item per line): monospace, the field's full width
+# (static/css/pages/admin.css).
+CODE = "omoi-code"
 
 
 class LinesField(forms.CharField):
@@ -22,7 +25,7 @@ class LinesField(forms.CharField):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 6, "style": MONOSPACE}))
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 6, "class": CODE}))
         super().__init__(**kwargs)
 
     def prepare_value(self, value):
@@ -40,7 +43,7 @@ class SchemaJSONField(forms.JSONField):
         self.adapter = pydantic.TypeAdapter(schema)
         self.empty = empty
         kwargs.setdefault("required", False)
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 10, "style": MONOSPACE}))
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 10, "class": CODE}))
         super().__init__(**kwargs)
 
     def prepare_value(self, value):
@@ -90,7 +93,9 @@ _PROBLEM_PATH = re.compile(r"^phases\[(\d+)\](?:\.(\w+))?")
 
 class PhaseForm(forms.ModelForm):
     allowed_transitions = forms.ModelMultipleChoiceField(
-        queryset=Phase.objects.none(), required=False, widget=forms.CheckboxSelectMultiple
+        queryset=Phase.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "omoi-chip-choices"}),
     )
     done_definitions = LinesField(help_text="One criterion per line; an agent must meet every one.")
     expected_outputs = SchemaJSONField(
@@ -122,7 +127,7 @@ class PhaseForm(forms.ModelForm):
             "next_steps_guide",
             "configuration",
         ]
-        widgets = {"phase_prompt": forms.Textarea(attrs={"rows": 24, "style": MONOSPACE})}
+        widgets = {"phase_prompt": forms.Textarea(attrs={"rows": 24, "class": CODE})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -242,6 +247,42 @@ class WorkflowForm(forms.ModelForm):
         return cleaned
 
 
+class CompactMultiSelect(forms.CheckboxSelectMultiple):
+    """Checkboxes folded under a line naming what is checked: one line in a table row until opened.
+
+    The line is a <summary>: a keyboard opens it like a button, and a screen
+    reader hears the field's label and the checked choices. Opened, the choices
+    show as chips (static/css/pages/admin.css); static/js/admin-workflow.js
+    keeps the line in step with the boxes.
+    """
+
+    def __init__(self, attrs=None, choices=(), *, label="", empty="None"):
+        super().__init__({"class": "omoi-chip-choices", **(attrs or {})}, choices)
+        self.label = label
+        self.empty = empty
+
+    def render(self, name, value, attrs=None, renderer=None):
+        context = self.get_context(name, value, attrs)
+        chosen = [
+            option["label"]
+            for _, options, _ in context["widget"]["optgroups"]
+            for option in options
+            if option["selected"]
+        ]
+        if chosen:
+            names = format_html_join("", '<span class="omoi-chip">{}</span>', ((label,) for label in chosen))
+        else:
+            names = format_html('<span class="omoi-multi-empty">{}</span>', self.empty)
+        return format_html(
+            '<details class="omoi-multi" data-empty="{}"><summary><span class="visually-hidden">{}: </span>'
+            '<span class="omoi-multi-chosen">{}</span></summary>{}</details>',
+            self.empty,
+            self.label,
+            names,
+            self._render(self.template_name, context, renderer),
+        )
+
+
 class BoardColumnForm(forms.ModelForm):
     class Meta:
         model = BoardColumn
@@ -256,7 +297,42 @@ class BoardColumnForm(forms.ModelForm):
             "auto_transition_to",
             "color",
         ]
-        widgets = {"phases": forms.CheckboxSelectMultiple}
+        widgets = {"phases": CompactMultiSelect(label="Phase mapping", empty="No phase")}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # One row of the columns table: phases as chips named as on the board, selects one word wide,
+        # headings short enough that the row fits a laptop's screen beside the admin's sidebar.
+        self.fields["phases"].label_from_instance = lambda phase: phase.name
+        for name, label in _COLUMN_LABELS.items():
+            if name in self.fields:
+                self.fields[name].label = label
+        for name in ("wip_policy", "category"):
+            if name in self.fields:
+                _shorten_choices(self.fields[name])
+
+
+_COLUMN_LABELS = {
+    "sequence_order": "Order",
+    "wip_limit": "WIP limit",
+    "wip_policy": "WIP policy",
+    "is_terminal": "Terminal",
+    "auto_transition_to": "Moves on to",
+    "color": "Colour",
+}
+
+
+def _shorten_choices(field):
+    """Name each choice by the words before its parenthesis, and move what the parenthesis says to the help text."""
+    short, notes = [], []
+    for value, label in field.choices:
+        name, _, note = str(label).partition(" (")
+        short.append((value, name))
+        if note:
+            notes.append(f"{name}: {note.removesuffix(')')}")
+    field.choices = short
+    if notes:
+        field.help_text = " ".join(filter(None, [str(field.help_text), "; ".join(notes) + "."]))
 
 
 # Fields of a file's phase or column, by the inline form's field that edits them.
@@ -445,7 +521,7 @@ class WorkflowImportForm(forms.Form):
     overwrite = forms.BooleanField(required=False, help_text="Replace the workflow with this slug if it exists.")
     remap = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "style": MONOSPACE}),
+        widget=forms.Textarea(attrs={"rows": 3, "class": CODE}),
         help_text="Where the tickets of removed phases go: one OLD_PHASE=NEW_PHASE per line.",
     )
     dry_run = forms.BooleanField(required=False, help_text="Check everything, report what would change, save nothing.")

@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from phases.defaults import DEFAULT_WORKFLOW_FILE, DEFAULT_WORKFLOW_SLUG
+from phases.markdown import render_markdown
 from phases.models import BoardColumn, Phase, Workflow
 from phases.services import workflow_load
 from phases.workflow_files import WorkflowFileError, parse_workflow, read_workflow_file
@@ -229,17 +230,18 @@ def test_a_renamed_phase_keeps_its_transitions_and_column(alice_client, workflow
     assert design.columns.exists()
 
 
-def test_the_preview_is_what_the_agent_gets_escaped(alice_client, workflow):
+def test_the_preview_is_what_the_agent_gets_rendered_and_sanitised(alice_client, workflow):
+    # More in test_admin_phase_preview.py, with the preview that follows the form as it is edited.
     design = workflow.phases.get(key="PHASE_DESIGN")
-    assert edit_phase(alice_client, design, phase_prompt="<script>alert(1)</script> & more").status_code == 302
+    assert edit_phase(alice_client, design, phase_prompt="<script>alert(1)</script> & **more**").status_code == 302
 
     response = alice_client.get(phase_url(design))
 
     design.refresh_from_db()
-    assert f'<pre style="white-space: pre-wrap">{escape(design.agent_instructions(), quote=True)}</pre>' in (
-        response.text
-    )
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in response.text
+    assert str(render_markdown(design.agent_instructions())) in response.text
+    assert f"<pre>{escape(design.agent_instructions(), quote=True)}</pre>" in response.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; **more**" in response.text
+    assert "<strong>more</strong>" in response.text
     assert "<script>alert(1)" not in response.text
 
 

@@ -325,3 +325,70 @@ def test_rows_shown_read_only_are_checked_as_stored(client, small):
     assert response.status_code == 302
     small.refresh_from_db()
     assert small.name == "Smaller"
+
+
+# The columns' phase mapping: checkboxes folded under a line naming the checked phases
+
+
+def mapping_cell(html, column_index):
+    """The phase mapping control of column row `column_index`, as the page renders it."""
+    start = html.index(f'<div id="id_columns-{column_index}-phases"')
+    return html[html.rindex('<details class="omoi-multi"', 0, start) : html.index("</details>", start)]
+
+
+def test_a_columns_phases_fold_under_a_line_naming_the_checked_ones(alice_client, small):
+    response = alice_client.get(url_of(small))
+    todo = row(response, COLUMNS, "todo")
+
+    cell = mapping_cell(response.text, todo)
+
+    summary = cell[cell.index("<summary>") : cell.index("</summary>")]
+    assert '<span class="visually-hidden">Phase mapping: </span>' in summary
+    assert '<span class="omoi-chip">To do</span>' in summary
+    assert "Done" not in summary
+    # Every phase of the workflow is a box under it, named as on the board, the column's own checked.
+    todo_phase = small.phases.get(key="PHASE_TODO")
+    assert cell.count('type="checkbox"') == small.phases.count()
+    assert f'name="columns-{todo}-phases" value="{todo_phase.pk}"' in cell
+    assert cell.count(" checked") == 1
+    assert "Blocked</label>" in cell
+
+
+def test_a_column_without_phases_says_so_on_its_line(alice_client, small):
+    response = alice_client.get(url_of(small))
+    data = change_data(response)
+    blocked = row(response, COLUMNS, "blocked")
+    data.pop(f"columns-{blocked}-phases")
+
+    refused = alice_client.post(url_of(small), data)
+
+    assert refused.status_code == 200
+    cell = mapping_cell(refused.text, blocked)
+    assert '<span class="omoi-multi-empty">No phase</span>' in cell
+    assert 'data-empty="No phase"' in cell
+
+
+def test_the_boxes_checked_under_a_column_are_saved_as_its_mapping(alice_client, small):
+    response = alice_client.get(url_of(small))
+    data = change_data(response)
+    done, blocked = row(response, COLUMNS, "done"), row(response, COLUMNS, "blocked")
+    # Tick Done beside Blocked in the blocked column, with the values its boxes carry; delete the done column.
+    cell = mapping_cell(response.text, blocked)
+    values = {
+        label: cell.split(f"{label}</label>")[0].rsplit('value="', 1)[1].split('"')[0] for label in ("Done", "Blocked")
+    }
+    data[f"columns-{blocked}-phases"] = [values["Done"], values["Blocked"]]
+    data[f"columns-{done}-DELETE"] = "on"
+
+    assert alice_client.post(url_of(small), data).status_code == 302
+    assert set(small.columns.get(key="blocked").phases.values_list("key", flat=True)) == {"PHASE_DONE", "PHASE_BLOCKED"}
+
+
+def test_the_columns_selects_are_one_word_wide_and_explained_in_their_help(alice_client, small):
+    response = alice_client.get(url_of(small))
+    form = response.context["inline_admin_formsets"][COLUMNS].formset.forms[0]
+
+    assert list(form.fields["wip_policy"].choices) == [("warn", "Warn"), ("block", "Block")]
+    assert "Warn: allow, mark the column; Block: refuse the move." in form.fields["wip_policy"].help_text
+    assert [label for _, label in form.fields["category"].choices] == ["Waiting", "Working", "Done"]
+    assert form.fields["category"].help_text.startswith("How flow analytics count the column")
