@@ -394,10 +394,16 @@ def seed_demo_board():
 
 @pytest.fixture(scope="module", name="demo_seed")
 def demo_seed_fixture(server, django_db_blocker):
-    """`seed_demo_board()` once for the module, committed for the server to read; the data is flushed after."""
-    from django.core.management import call_command
+    """`seed_demo_board()` once for the module, committed for the server to read; the data is flushed after.
 
-    with django_db_blocker.unblock():
+    Its events are not broadcast: the test process stands for another process, whose changes reach the
+    pages through the server's poll of the event log (and Playwright's loop forbids async_to_sync here).
+    """
+    from django.core.management import call_command
+    from django.db import connections
+    from django.test import override_settings
+
+    with django_db_blocker.unblock(), override_settings(CHANNEL_LAYERS={}):
         if "test" not in str(connection.settings_dict["NAME"]):
             # pytest-django sets the test database up only for a session that has tests marked django_db.
             raise RuntimeError("No test database: mark the module's tests with pytest.mark.django_db.")
@@ -405,6 +411,9 @@ def demo_seed_fixture(server, django_db_blocker):
     yield seed
     with django_db_blocker.unblock():
         call_command("flush", interactive=False, verbosity=0)
+        # Beside Playwright's event loop Django keeps this connection apart from the one pytest-django
+        # closes at the end; left open, PostgreSQL would refuse to drop the test database.
+        connections.close_all()
 
 
 @pytest.fixture(scope="module", name="admin_state")
