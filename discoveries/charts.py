@@ -2,10 +2,11 @@
 
 No markup is written here (text would have to be escaped by hand): the
 `chart` partial of templates/discoveries/analytics.html draws any `Chart`,
-and the template escapes every label. Colours are the columns' own
-(`BoardColumn.color_hex`) or the stylesheet's variables; every chart also
-carries a title and a description for screen readers, and the page shows its
-numbers in a table beside it.
+and the template escapes every label. Colours are the stylesheet's variables
+(a column of the palette is drawn in `var(--<name>)`, which has a light and a
+dark value), or a column's own #rrggbb; every chart also carries a title and a
+description for screen readers, and the page shows its numbers in a table
+beside it.
 """
 
 import math
@@ -24,7 +25,11 @@ MAX_POINTS = 500
 # Bar charts of categories: one row each, the label in a column of its own; narrower, to scale down on a phone.
 ROWS_WIDTH, ROW_HEIGHT, LABEL_WIDTH, LABEL_CHARACTERS = 440, 24, 168, 26
 # Columns without a colour of their own get one of these, in order.
-FALLBACK_COLORS = [PALETTE[name] for name in ("slate", "blue", "violet", "amber", "teal", "pink", "indigo", "orange")]
+FALLBACK_COLORS = [
+    f"var(--{name})" for name in ("slate", "blue", "violet", "amber", "teal", "pink", "indigo", "orange")
+]
+# A palette colour is drawn as its stylesheet variable, so that a chart follows the theme as the page does.
+_PALETTE_VARIABLES = {value: f"var(--{name})" for name, value in PALETTE.items()}
 PERCENTILE_STYLE = {50: "p50", 85: "p85", 95: "p95"}
 
 
@@ -141,10 +146,15 @@ class Chart:
         return (self.left + self.right) / 2
 
 
+def theme_color(value):
+    """The colour a chart draws for a column's colour (#rrggbb): the palette's variable, else the value itself."""
+    return _PALETTE_VARIABLES.get(value.lower(), value) if value else ""
+
+
 def column_colors(columns):
     """Each column's colour: its own, else the next of FALLBACK_COLORS."""
     spare = iter(FALLBACK_COLORS * (len(columns) // len(FALLBACK_COLORS) + 1))
-    return [column.color or next(spare) for column in columns]
+    return [theme_color(column.color) or next(spare) for column in columns]
 
 
 def number(value):
@@ -247,7 +257,7 @@ def cfd_chart(flow):
 
 
 def _rules(chart, values, maximum, unit="d"):
-    """Percentile lines; their names move apart when two would overlap."""
+    """Percentile lines; their names move apart when two would overlap, and stay inside the plot."""
     placed = []
     for p in PERCENTILES:
         value = values.get(p)
@@ -255,11 +265,17 @@ def _rules(chart, values, maximum, unit="d"):
             continue
         y = round(_scale_y(chart, value, maximum), 1)
         text_y = y - 4
+        # Apart by more than a line of the larger type a phone's charts use.
         for other in placed:
-            if abs(other - text_y) < 12:
-                text_y = other - 12
+            if abs(other - text_y) < 16:
+                text_y = other - 16
         placed.append(text_y)
         chart.rules.append(Rule(y=y, label=f"{p}th {number(value)} {unit}", style=PERCENTILE_STYLE[p], text_y=text_y))
+    # Names pushed above the plot (lines near its top) come down together, below their lines if need be.
+    below_top = chart.top + 12 - min(placed, default=chart.top + 12)
+    if below_top > 0:
+        for rule in chart.rules:
+            rule.text_y = round(rule.text_y + below_top, 1)
 
 
 def time_scatter(flow, *, kind):
@@ -465,7 +481,7 @@ def discovery_charts(stats, *, type_labels, status_labels, phase_colors):
     types = [(type_labels[key], count) for key, count in stats["by_type"].items() if count]
     phases = [(row["name"], row["count"], row["phase"]) for row in stats["by_phase"]]
     statuses = [(status_labels[key], count, key) for key, count in stats["by_status"].items()]
-    status_colors = {"open": "var(--warn)", "resolved": "var(--ok)", "invalid": "var(--muted)"}
+    status_colors = {"open": "var(--amber)", "resolved": "var(--green)", "invalid": "var(--gray)"}
     per_day = stats["per_day"]
     days = [row["date"] for row in per_day]
     daily = Chart(

@@ -417,7 +417,7 @@ def test_the_cumulative_flow_stacks_the_columns_with_done_at_the_bottom(flow_boa
         "56.0,256.0",
     ]
     assert todo.points.split()[:3] == ["56.0,76.0", "320.0,16.0", "584.0,16.0"]
-    assert (done.color, todo.color) == (FALLBACK_COLORS[0], "#64748b")
+    assert (done.color, todo.color) == (FALLBACK_COLORS[0], "var(--slate)")
     assert [tick.label for tick in chart.x_ticks] == ["2 Mar", "3 Mar", "4 Mar"]
     assert chart.desc.endswith("On 4 Mar 2026: To do 1, Doing 0, Done 2, Parked 1, Limbo 0.")
 
@@ -477,7 +477,7 @@ def test_aging_dots_stand_above_their_column_at_their_age(flow_board, story):
     # Columns other than done, in order: To do, Doing, Parked, Limbo; Doing is the second band.
     assert [tick.label for tick in chart.x_ticks] == ["To do", "Doing", "Parked", "Limbo"]
     [dot] = chart.points
-    assert (dot.x, dot.color) == (56 + 528 / 4 * 1.5 - 3 * 8, "#3b82f6")
+    assert (dot.x, dot.color) == (56 + 528 / 4 * 1.5 - 3 * 8, "var(--blue)")
     assert dot.y == 256 - 18 / 20 * 240
     assert [rule.label for rule in chart.rules] == ["50th 10 d", "85th 17 d", "95th 19 d"]
 

@@ -47,7 +47,7 @@ def history(board, title, *steps):
 
 def cells(html, table_id):
     """The text of each row of the table with `id`, as lists of cell texts."""
-    table = re.search(rf'<table class="data-table" id="{table_id}">(.*?)</table>', html, re.S)[1]
+    table = re.search(rf'<table class="table data-table" id="{table_id}">(.*?)</table>', html, re.S)[1]
     return [
         [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
         for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)
@@ -173,7 +173,7 @@ def test_each_chart_is_an_image_with_a_title_and_a_description(bob_client, board
     cfd = re.search(r'<desc id="cfd-desc">(.*?)</desc>', html, re.S)[1]
     assert "Backlog 0, Analyzing 0, Building 1, Testing 0, Deploying 0, Done 4, Blocked 0." in cfd
     # Each column in its own colour (the default workflow's palette).
-    assert "fill: #16a34a" in html and "fill: #8b5cf6" in html
+    assert "--fill: var(--green)" in html and "--fill: var(--violet)" in html
 
 
 def test_the_daily_table_gives_each_columns_count(bob_client, board, finished):
