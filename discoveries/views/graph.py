@@ -26,29 +26,32 @@ from ..models import Discovery
 # viewport optimisations once the user says "show anyway".
 LARGE_GRAPH = 800
 
-# One colour per phase, in the workflow's order (Okabe–Ito, then two more): phases are the nodes' fill,
-# statuses their border, shape and label, so the two never share a channel.
-PHASE_COLOURS = [
-    "#e69f00",
-    "#56b4e9",
-    "#009e73",
-    "#f0e442",
-    "#0072b2",
-    "#d55e00",
-    "#cc79a7",
-    "#999999",
-    "#8c564b",
-    "#17becf",
-]
+# One colour per phase, in the workflow's order: the stylesheet's palette, whose colours have a light and a
+# dark value (static/js/graph.js reads them from the page). Phases are the nodes' fill; statuses their border,
+# shape and label, so the two never share a channel.
+PHASE_COLOURS = ["blue", "orange", "teal", "violet", "yellow", "pink", "green", "slate", "indigo", "red"]
 
-# How each status is drawn: the same words and symbols in the legend, the labels and the list.
+# How each status is drawn: the same words and symbols in the legend, the labels and the list. `colour` is the
+# stylesheet's colour of the node's border, `tone` the chip the list shows it in.
 STATUS_LOOK = {
-    Task.Status.PENDING: {"symbol": "○", "shape": "round-rectangle", "border": "#6b7280", "line": "dashed"},
-    Task.Status.ASSIGNED: {"symbol": "◔", "shape": "rhomboid", "border": "#3557c8", "line": "dotted"},
-    Task.Status.RUNNING: {"symbol": "▶", "shape": "hexagon", "border": "#8a5a00", "line": "double"},
-    Task.Status.COMPLETED: {"symbol": "✓", "shape": "rectangle", "border": "#1f6f43", "line": "solid"},
-    Task.Status.FAILED: {"symbol": "✕", "shape": "octagon", "border": "#b3261e", "line": "solid"},
-    Task.Status.CANCELLED: {"symbol": "–", "shape": "barrel", "border": "#6b7280", "line": "dashed"},
+    Task.Status.PENDING: {
+        "symbol": "○",
+        "shape": "round-rectangle",
+        "colour": "text-muted",
+        "line": "dashed",
+        "tone": "neutral",
+    },
+    Task.Status.ASSIGNED: {"symbol": "◔", "shape": "rhomboid", "colour": "info", "line": "dotted", "tone": "info"},
+    Task.Status.RUNNING: {"symbol": "▶", "shape": "hexagon", "colour": "warn", "line": "double", "tone": "warn"},
+    Task.Status.COMPLETED: {"symbol": "✓", "shape": "rectangle", "colour": "ok", "line": "solid", "tone": "ok"},
+    Task.Status.FAILED: {"symbol": "✕", "shape": "octagon", "colour": "danger", "line": "solid", "tone": "danger"},
+    Task.Status.CANCELLED: {
+        "symbol": "–",
+        "shape": "barrel",
+        "colour": "text-muted",
+        "line": "dashed",
+        "tone": "neutral",
+    },
 }
 
 

@@ -5,7 +5,8 @@
 // (the rule of discoveries.graph.graph_filtered). Events update the model and the drawing in place; a new task
 // is fetched (one small JSON) and laid out with its own ticket only. The whole graph is laid out on load, when
 // the filters change and when the user asks ("Tidy"). The user's zoom and pan are kept across updates and
-// remembered per graph in localStorage.
+// remembered per graph in localStorage. Colours are the stylesheet's custom properties, read on start and again
+// when the system switches between light and dark.
 (function () {
   "use strict";
 
@@ -84,25 +85,68 @@
     return text.length <= length ? text : text.slice(0, length - 1) + "…";
   }
 
-  function tint(hex) {
-    // The phase colour mixed with white: dark text stays readable on every fill.
-    const value = parseInt(hex.slice(1), 16);
-    const mix = (channel) => Math.round(channel + (255 - channel) * 0.6);
-    const rgb = [(value >> 16) & 255, (value >> 8) & 255, value & 255].map(mix);
+  // ---- Colours: the stylesheet's, in light or dark as the page is -----------------------------------
+
+  // A colour as [r, g, b], whatever CSS form the stylesheet wrote it in: painted on a pixel and read back.
+  const pixel = document.createElement("canvas").getContext("2d", { willReadFrequently: true });
+  function rgbOf(colour, fallback) {
+    pixel.clearRect(0, 0, 1, 1);
+    pixel.fillStyle = fallback;
+    pixel.fillStyle = colour || fallback;
+    pixel.fillRect(0, 0, 1, 1);
+    const data = pixel.getImageData(0, 0, 1, 1).data;
+    return [data[0], data[1], data[2]];
+  }
+
+  function css(rgb) {
     return "rgb(" + rgb.join(",") + ")";
   }
 
+  // `share` of `colour` over `ground`: a phase's fill, light enough (or dark enough) for the text on it.
+  function mix(colour, ground, share) {
+    return colour.map((channel, i) => Math.round(channel * share + ground[i] * (1 - share)));
+  }
+
+  // The stylesheet's custom properties the drawing uses, read now: on start, and when the system switches
+  // between light and dark. The fallbacks are the light theme's, for a page whose stylesheet did not load.
+  function readTheme() {
+    const style = getComputedStyle(document.documentElement);
+    const read = (name, fallback) => rgbOf(style.getPropertyValue("--" + name).trim(), fallback);
+    const theme = {
+      surface: read("surface", "#ffffff"),
+      sunken: read("surface-2", "#eef0f4"),
+      text: read("text", "#1a1e26"),
+      muted: read("text-muted", "#566070"),
+      borderStrong: read("border-strong", "#b9c0cc"),
+      accent: read("accent", "#4451d0"),
+      focus: read("focus", "#c96a00"),
+      closed: read("gray", "#646b78"),
+      dependency: read("slate", "#4f6079"),
+      phases: new Map(),
+      statuses: new Map(),
+    };
+    PHASES.forEach(function (phase, key) {
+      theme.phases.set(key, css(mix(read(phase.colour, "#999999"), theme.surface, 0.38)));
+    });
+    STATUSES.forEach(function (status, key) {
+      theme.statuses.set(key, css(read(status.colour, "#566070")));
+    });
+    return theme;
+  }
+
+  let theme = readTheme();
+
   function nodeData(node) {
-    const phase = PHASES.get(node.phase) || { colour: "#999999", name: node.phase };
-    const status = STATUSES.get(node.status) || { symbol: "?", name: node.status, shape: "ellipse", border: "#000", line: "solid" };
+    const status = STATUSES.get(node.status) || { symbol: "?", name: node.status, shape: "ellipse", line: "solid" };
     const data = {
       id: "task-" + node.id,
       task: node.id,
       ticket: node.ticket,
       label: "#" + node.id + " " + shortened(node.title, 40) + "\n" + status.symbol + " " + status.name,
-      fill: tint(phase.colour),
+      phase: node.phase,
+      fill: theme.phases.get(node.phase) || css(theme.sunken),
       shape: status.shape,
-      border: status.border,
+      border: theme.statuses.get(node.status) || css(theme.text),
       line: status.line,
       status: node.status,
     };
@@ -156,14 +200,14 @@
           "text-valign": "center",
           "text-halign": "center",
           "font-size": 11,
-          color: "#1d2330",
+          color: css(theme.text),
           "min-zoomed-font-size": 7,
           // Frames behind edges, edges behind tasks: the order is set by hand, since frames are plain nodes.
           "z-index-compare": "manual",
           "z-index": 3,
         },
       },
-      { selector: "node.task:selected", style: { "border-width": 6, "overlay-color": "#f0a500", "overlay-opacity": 0.3 } },
+      { selector: "node.task:selected", style: { "border-width": 6, "overlay-color": css(theme.focus), "overlay-opacity": 0.3 } },
       {
         selector: "node.ticket",
         style: {
@@ -172,8 +216,8 @@
           height: "data(h)",
           "z-index-compare": "manual",
           "z-index": 1,
-          "background-color": "#f3f5f9",
-          "border-color": "#b8bfcc",
+          "background-color": css(theme.surface),
+          "border-color": css(theme.borderStrong),
           "border-width": 1,
           label: "data(label)",
           "text-valign": "top",
@@ -181,7 +225,7 @@
           "text-margin-y": -4,
           "font-size": 13,
           "font-weight": 600,
-          color: "#1d2330",
+          color: css(theme.text),
           "min-zoomed-font-size": 7,
           events: "no",
         },
@@ -199,29 +243,45 @@
       {
         selector: "edge.discovery",
         style: {
-          "line-color": "#3557c8",
-          "target-arrow-color": "#3557c8",
+          "line-color": css(theme.accent),
+          "target-arrow-color": css(theme.accent),
           label: "data(label)",
           "font-size": 10,
-          color: "#1d2330",
-          "text-background-color": "#ffffff",
+          color: css(theme.text),
+          "text-background-color": css(theme.surface),
           "text-background-opacity": 1,
           "text-background-padding": 2,
           "min-zoomed-font-size": 8,
         },
       },
-      { selector: "edge.discovery.closed", style: { "line-color": "#5b6475", "target-arrow-color": "#5b6475" } },
+      {
+        selector: "edge.discovery.closed",
+        style: { "line-color": css(theme.closed), "target-arrow-color": css(theme.closed) },
+      },
       {
         selector: "edge.dependency",
         style: {
           width: 1.5,
           "line-style": "dashed",
-          "line-color": "#8a91a0",
-          "target-arrow-color": "#8a91a0",
+          "line-color": css(theme.dependency),
+          "target-arrow-color": css(theme.dependency),
           "target-arrow-shape": "vee",
         },
       },
     ];
+  }
+
+  // The system switched between light and dark: the stylesheet's colours did, and so does the drawing, in place.
+  function applyTheme() {
+    theme = readTheme();
+    if (!cy) return;
+    cy.batch(function () {
+      cy.nodes("node.task").forEach(function (element) {
+        const node = model.nodes.get(element.data("task"));
+        if (node) element.data(nodeData(node));
+      });
+    });
+    cy.style(style());
   }
 
   function createCy() {
@@ -778,7 +838,7 @@
     if (task.result_summary) {
       body.append(paragraph("Result", "graph-panel-heading"), paragraph(task.result_summary, "graph-panel-text"));
     }
-    if (task.error) body.append(paragraph("Error", "graph-panel-heading"), paragraph(task.error, "graph-panel-text blocked"));
+    if (task.error) body.append(paragraph("Error", "graph-panel-heading"), paragraph(task.error, "graph-panel-text graph-panel-error"));
     if (task.description) {
       body.append(paragraph("Description", "graph-panel-heading"), paragraph(shortened(task.description, 1500), "graph-panel-text"));
     }
@@ -831,7 +891,7 @@
       })
       .catch(function () {
         if (panelTask === id) {
-          document.getElementById("graph-panel-body").replaceChildren(paragraph("Could not load this task.", "blocked"));
+          document.getElementById("graph-panel-body").replaceChildren(paragraph("Could not load this task.", "graph-panel-error"));
         }
       });
   }
@@ -863,6 +923,7 @@
     });
     form.addEventListener("change", function () {
       redraw({ restore: false });
+      showFilterCount();
     });
     // The list's "Show in graph" buttons: select the task, bring it into view, open its panel.
     document.body.addEventListener("click", function (evt) {
@@ -881,6 +942,22 @@
     });
   }
 
+  // The filters' summary says how many boxes are ticked, so that folded filters still say they filter.
+  function showFilterCount() {
+    const ticked = form.querySelectorAll("input:checked").length;
+    const count = document.getElementById("graph-filter-count");
+    count.textContent = ticked + " ticked";
+    count.hidden = ticked === 0;
+  }
+
+  // On a phone the filters and the legend would push the drawing below the fold: they start folded, unless
+  // the page was opened filtered.
+  function foldOnAPhone() {
+    if (!window.matchMedia("(max-width: 44rem)").matches) return;
+    if (!form.querySelector("input:checked")) document.getElementById("graph-filters-box").open = false;
+    document.getElementById("graph-legend").open = false;
+  }
+
   function showListButtons(root) {
     root.querySelectorAll("button.show-in-graph").forEach(function (button) {
       button.hidden = false;
@@ -889,6 +966,9 @@
 
   function start() {
     wireControls();
+    showFilterCount();
+    foldOnAPhone();
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", applyTheme);
     const status = document.getElementById("live-status");
     status.hidden = false;
     fetch(CONFIG.dataUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
