@@ -239,7 +239,7 @@ def test_staff_see_a_clearly_labelled_revoke_step(alice_client, board, builder, 
     agent, _ = builder
     row = row_of(alice_client.get(agents_url).content.decode(), agent)
     assert f'action="{revoke_url(board, agent)}"' in row
-    assert "<summary>Revoke…</summary>" in row
+    assert '<summary class="button button-sm">Revoke…</summary>' in row
     assert ">Revoke builder</button>" in row
     assert "every board" in row
 
