@@ -111,6 +111,7 @@ def test_a_member_comments_and_the_comment_and_activity_appear_in_place(open_tic
     expect(comment.locator("code")).to_have_text("ADR-12")
     expect(page.locator("#activity .activity-item").first).to_contain_text("bob commented")
     expect(page.get_by_label("Add a comment")).to_have_value("")
+    expect(page.locator("#messages")).to_have_text("Comment posted.")
     assert same_document(page), "the page reloaded instead of swapping the comments"
     assert TicketComment.objects.filter(author="bob").count() == 1
 

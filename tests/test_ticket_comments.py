@@ -90,6 +90,7 @@ def test_with_htmx_the_comments_and_the_activity_come_back(bob_client, ticket):
     assert "<p>First!</p>" in html
     assert 'id="activity" aria-labelledby="activity-heading" hx-swap-oob="true"' in html
     assert "<strong>bob</strong> commented" in html
+    assert '<div hx-swap-oob="innerHTML:#messages"><p class="message message-success">Comment posted.</p></div>' in html
     assert '<textarea name="body"' in html and "First!</textarea>" not in html  # a fresh form
     assert "Vary" in response and "HX-Request" in response["Vary"]
 
