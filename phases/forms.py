@@ -498,6 +498,16 @@ class WorkflowInlineFormSet(forms.BaseInlineFormSet):
         if self.edit is not None:
             self.edit.check()
 
+    def add_fields(self, form, index):
+        super().add_fields(form, index)
+        # A table row's controls are labelled only by the column headings, which assistive technology does
+        # not read as labels: each control is named after its heading. Boxes with labels of their own are not.
+        for field in form.fields.values():
+            # The admin wraps a relation's select (RelatedFieldWidgetWrapper), whose own attrs are not the copy's.
+            widget = getattr(field.widget, "widget", field.widget)
+            if field.label and not (widget.is_hidden or isinstance(widget, forms.CheckboxSelectMultiple)):
+                widget.attrs.setdefault("aria-label", str(field.label))
+
 
 class PhaseFormSet(WorkflowInlineFormSet):
     group = "phases"

@@ -160,7 +160,14 @@ class Phase(models.Model):
         if self.phase_prompt.strip():
             lines += ["", "## Instructions", "", self.phase_prompt.strip()]
         if self.done_definitions:
-            lines += ["", "## Completion criteria", "", "All of these must be true before you report the task done:"]
+            # A blank line before the list: Markdown takes lines straight after a sentence as part of it.
+            lines += [
+                "",
+                "## Completion criteria",
+                "",
+                "All of these must be true before you report the task done:",
+                "",
+            ]
             lines += [f"- [ ] {item}" for item in self.done_definitions]
         if self.expected_outputs:
             lines += ["", "## Expected outputs", ""]

@@ -246,3 +246,10 @@ def test_the_preview_needs_the_csrf_token(alice, todo):
 
     assert client.post(preview_url(todo), data).status_code == 403
     assert client.post(preview_url(todo), {**data, "csrfmiddlewaretoken": token}).status_code == 200
+
+
+def test_the_completion_criteria_render_as_a_list(alice_client, todo):
+    response = preview(alice_client, todo)
+
+    assert "<li>[ ] Scope agreed</li>" in response.text
+    assert "<li>[ ] Owner named</li>" in response.text

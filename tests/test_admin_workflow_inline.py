@@ -392,3 +392,23 @@ def test_the_columns_selects_are_one_word_wide_and_explained_in_their_help(alice
     assert "Warn: allow, mark the column; Block: refuse the move." in form.fields["wip_policy"].help_text
     assert [label for _, label in form.fields["category"].choices] == ["Waiting", "Working", "Done"]
     assert form.fields["category"].help_text.startswith("How flow analytics count the column")
+
+
+def test_every_control_of_a_row_is_named_after_its_heading(alice_client, small):
+    response = alice_client.get(url_of(small))
+
+    for name, label in [
+        ("phases-0-key", "Key"),
+        ("phases-0-is_terminal", "Is terminal"),
+        ("phases-0-DELETE", "Delete"),
+        ("columns-0-sequence_order", "Order"),
+        ("columns-0-wip_policy", "WIP policy"),
+        ("columns-0-auto_transition_to", "Moves on to"),
+        ("columns-1-auto_transition_to", "Moves on to"),
+        ("columns-0-color", "Colour"),
+    ]:
+        tag = response.text[response.text.rindex("<", 0, response.text.index(f'name="{name}"')) :].split(">", 1)[0]
+        assert f'aria-label="{label}"' in tag, tag
+    # The phase boxes keep their own labels: the phase names.
+    assert 'name="columns-0-phases" value' in response.text
+    assert 'aria-label="Phase mapping"' not in response.text
