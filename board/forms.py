@@ -165,19 +165,25 @@ class TicketEditForm(ServiceForm):
 class BoardFilterForm(forms.Form):
     """The board's filters, read from the query string so that a filtered board can be shared."""
 
-    priority = forms.ChoiceField(choices=[("", "Any priority"), *Priority.choices], required=False)
+    priority = forms.ChoiceField(choices=[("", "Any"), *Priority.choices], required=False)
     phase = forms.ChoiceField(required=False)
-    q = forms.CharField(required=False, max_length=200, label="Search", strip=True)
-    blocked = forms.BooleanField(required=False, label="Blocked only")
-    lanes = forms.ChoiceField(
-        choices=[("", "No swimlanes"), ("priority", "Swimlanes by priority")], required=False, label="Swimlanes"
+    q = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Search",
+        strip=True,
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Title, text or #id", "autocomplete": "off"}),
     )
+    # Blocked means what the Blocked column means too: flagged as blocked, or parked in a holding phase.
+    blocked = forms.BooleanField(required=False, label="Blocked")
+    lanes = forms.ChoiceField(choices=[("", "None"), ("priority", "By priority")], required=False, label="Swimlanes")
 
     def __init__(self, data, *, phases):
         super().__init__(data)
         # Choices from the phases the page has already loaded, so the form costs no query.
         self.phases = {p.key: p for p in phases}
-        self.fields["phase"].choices = [("", "Any phase"), *((p.key, p.name) for p in phases)]
+        self.fields["phase"].choices = [("", "Any"), *((p.key, p.name) for p in phases)]
+        self.holding = tuple(p.pk for p in phases if p.is_holding)
 
     def filters(self):
         """The filters that are valid; an invalid one is ignored (and reported by the form)."""
@@ -188,13 +194,19 @@ class BoardFilterForm(forms.Form):
             text=data.get("q") or "",
             blocked=bool(data.get("blocked")),
             lanes=data.get("lanes") == "priority",
+            holding=self.holding,
         )
 
 
 class MoveForm(forms.Form):
-    """A drop or a "Move to…" choice: the target column and the neighbours, or a step up or down."""
+    """A drop, or a choice from a card's menu: the target column and/or phase and the neighbours, or a step up or down.
+
+    `phase` names a phase of a column that shows several (a drop on its band,
+    or "Move to phase"); without `column`, the column is the one showing it.
+    """
 
     column = forms.SlugField(max_length=64, required=False)
+    phase = forms.CharField(max_length=64, required=False)
     previous = forms.IntegerField(required=False, min_value=1, max_value=2**53)
     next = forms.IntegerField(required=False, min_value=1, max_value=2**53)
     direction = forms.ChoiceField(choices=[("up", "Up"), ("down", "Down")], required=False)
@@ -203,8 +215,8 @@ class MoveForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if not self.errors and not data.get("column") and not data.get("direction"):
-            raise ValidationError("Say which column to move the ticket to, or move it up or down.")
+        if not self.errors and not (data.get("column") or data.get("phase") or data.get("direction")):
+            raise ValidationError("Say which column or phase to move the ticket to, or move it up or down.")
         return data
 
 

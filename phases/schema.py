@@ -31,21 +31,23 @@ def is_holding_phase(phase_id, configuration):
     return holding is True
 
 
-# Column colours by name, with the hex the board renders. A column's colour is
-# written into a style attribute, so only these names or a #rrggbb value pass.
+# Column colours by name. The board draws a palette name with the stylesheet's variable of that name
+# (`var(--slate)`), which has a light and a dark value; the hex here is the light one, for the places
+# that need a plain colour. A column's colour is written into a style attribute, so only these names or
+# a #rrggbb value pass.
 PALETTE = {
-    "gray": "#6b7280",
-    "slate": "#64748b",
-    "blue": "#3b82f6",
-    "indigo": "#6366f1",
-    "violet": "#8b5cf6",
-    "pink": "#ec4899",
-    "red": "#dc2626",
-    "orange": "#ea580c",
-    "amber": "#d97706",
-    "yellow": "#ca8a04",
-    "green": "#16a34a",
-    "teal": "#0d9488",
+    "gray": "#646b78",
+    "slate": "#4f6079",
+    "blue": "#2360d8",
+    "indigo": "#4c45d9",
+    "violet": "#7436d6",
+    "pink": "#b72573",
+    "red": "#c52a2a",
+    "orange": "#b6460f",
+    "amber": "#9b5a06",
+    "yellow": "#876a04",
+    "green": "#1c7a3f",
+    "teal": "#0e7168",
 }
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 COLOR_RULE = f"use one of the palette colours ({', '.join(PALETTE)}) or a #rrggbb value"
@@ -58,6 +60,14 @@ def color_hex(value):
     if value in PALETTE:
         return PALETTE[value]
     return value.lower() if _HEX_COLOR.fullmatch(value) else ""
+
+
+def color_css(value):
+    """The CSS value to draw a column's colour with: `var(--name)` for a palette name (it follows the
+    light or dark theme), the #rrggbb itself otherwise, "" when it is empty or not a valid colour."""
+    if isinstance(value, str) and value in PALETTE:
+        return f"var(--{value})"
+    return color_hex(value)
 
 
 def _check_color(value):

@@ -88,8 +88,14 @@ def card(page, ticket, column=None):
     return scope.locator(f"#ticket-{ticket.pk}")
 
 
-def cards_list(page, column):
-    return page.locator(f"#column-{column} ol.cards")
+def cards_list(page, column, phase=None):
+    lists = page.locator(f"#column-{column} ol.cards")
+    return lists.and_(page.locator(f'[data-phase="{phase}"]')) if phase else lists.first
+
+
+def handle(page, ticket):
+    """Where a person grabs a card to drag it: its row of tags, clear of the title link and the menu."""
+    return card(page, ticket).locator(".card-tags")
 
 
 def mark_document(page):
@@ -111,7 +117,7 @@ def test_a_card_dragged_to_an_allowed_column_moves_there_and_stays_after_a_reloa
     expect(card(page, ticket, "backlog")).to_be_visible()
 
     with page.expect_response(is_move_of(ticket)) as response:
-        drag(page, card(page, ticket).locator(".card-meta"), cards_list(page, "analyzing"))
+        drag(page, handle(page, ticket), cards_list(page, "analyzing"))
 
     assert response.value.status == 200
     expect(page.locator("#board-message")).to_have_text(
@@ -135,7 +141,7 @@ def test_a_card_dragged_into_a_full_blocking_column_is_refused_and_goes_back(ope
     expect(page.locator("#column-testing .count")).to_have_text("8/8")
 
     with page.expect_response(is_move_of(ticket)) as response:
-        drag(page, card(page, ticket).locator(".card-meta"), cards_list(page, "testing"))
+        drag(page, handle(page, ticket), cards_list(page, "testing"))
 
     assert response.value.status == 409
     expect(page.locator("#board-message")).to_have_text("Testing is full (8/8).")
@@ -160,19 +166,21 @@ def test_a_keyboard_user_moves_a_card_to_another_column_and_hears_it_announced(o
     mark_document(page)
 
     tab_to(page, f"move-{ticket.pk}")
-    # On a closed select, the arrow picks the next option that is not disabled (Backlog is "current column").
-    page.keyboard.press("ArrowDown")
-    expect(page.locator(f"#move-{ticket.pk}")).to_have_value("analyzing")
+    page.keyboard.press("Enter")
+    menu = card(page, ticket).locator(".card-menu")
+    expect(menu).to_have_attribute("open", "")
+    # The first choice of a card in Backlog: the next column.
     page.keyboard.press("Tab")
-    expect(page.locator(f"#move-go-{ticket.pk}")).to_be_focused()
+    expect(page.locator(":focus")).to_have_text("Analyzing")
     page.keyboard.press("Enter")
 
     expect(page.locator("#announcer")).to_have_text(
         "“Triage the crash report” moved to Analyzing (Requirements Analysis)."
     )
     expect(card(page, ticket, "analyzing")).to_be_visible()
-    # The card's column was re-rendered: focus comes back to the same control, so the user can go on.
-    expect(page.locator(f"#move-go-{ticket.pk}")).to_be_focused()
+    # The move is done: the menu closes and the focus is back on its button, in the card's new place.
+    expect(page.locator(f"#move-{ticket.pk}")).to_be_focused()
+    expect(card(page, ticket).locator(".card-menu")).not_to_have_attribute("open", "")
     assert same_document(page), "the move reloaded the page instead of going through htmx"
     ticket.refresh_from_db()
     assert ticket.phase.key == "PHASE_REQUIREMENTS"
@@ -187,6 +195,8 @@ def test_a_keyboard_user_reorders_cards_with_the_up_and_down_buttons(open_board,
     expect(titles).to_have_text(["First", "Second", "Third"])
     mark_document(page)
 
+    tab_to(page, f"move-{third.pk}")
+    page.keyboard.press("Enter")
     tab_to(page, f"move-up-{third.pk}")
     # Up twice: the second press comes the moment the first move's re-rendered button has the focus.
     # htmx must have wired its form by then, or the browser posts it natively and reloads the page.
@@ -217,7 +227,7 @@ def test_another_member_sees_a_move_live_without_reloading(open_board, board, al
     mark_document(alices_page)
 
     with bobs_page.expect_response(is_move_of(ticket)) as response:
-        drag(bobs_page, card(bobs_page, ticket).locator(".card-meta"), cards_list(bobs_page, "analyzing"))
+        drag(bobs_page, handle(bobs_page, ticket), cards_list(bobs_page, "analyzing"))
     assert response.value.status == 200
 
     expect(card(alices_page, ticket, "analyzing")).to_be_visible(timeout=LIVE_TIMEOUT)

@@ -145,6 +145,100 @@ def test_a_member_cannot_force(bob_client, make):
     assert state() == before
 
 
+# Phases within a column of several
+
+
+def test_a_card_moves_to_the_next_phase_of_its_column_from_its_menu(bob_client, make, board):
+    ticket = make("Specify")
+    move(bob_client, ticket, column="analyzing")
+    ticket.refresh_from_db()
+    assert ticket.phase.key == "PHASE_REQUIREMENTS"
+
+    response = move(bob_client, ticket, phase="PHASE_DESIGN")
+
+    assert response.status_code == 200
+    ticket.refresh_from_db()
+    assert ticket.phase.key == "PHASE_DESIGN"
+    html = response.content.decode()
+    assert "“Specify” moved to Analyzing (Design)." in html
+    # The column comes back once, with the card in the Design band.
+    assert html.count('hx-swap-oob="true"') == 1
+    design = html[html.index('<ol class="cards" data-column="analyzing" data-lane="" data-phase="PHASE_DESIGN"') :]
+    assert f'id="ticket-{ticket.pk}"' in design[: design.index("</ol>")]
+    event = Event.objects.filter(type="ticket.transitioned").latest("id")
+    assert (event.payload["from"], event.payload["to"], event.payload["column"]) == (
+        "PHASE_REQUIREMENTS",
+        "PHASE_DESIGN",
+        "analyzing",
+    )
+    history = PhaseHistory.objects.filter(ticket=ticket).latest("id")
+    assert (history.from_key, history.to_key, history.kind) == ("PHASE_REQUIREMENTS", "PHASE_DESIGN", "normal")
+
+
+def test_a_drop_on_a_phase_band_moves_the_card_into_that_phase_between_its_neighbours(bob_client, make, board):
+    first, second = make("First design", "PHASE_DESIGN"), make("Second design", "PHASE_DESIGN")
+    ticket = make("Specified", "PHASE_REQUIREMENTS")
+    response = move(bob_client, ticket, column="analyzing", phase="PHASE_DESIGN", previous=first.pk, next=second.pk)
+    assert response.status_code == 200
+    ticket.refresh_from_db()
+    assert ticket.phase.key == "PHASE_DESIGN"
+    assert order(board, "PHASE_DESIGN") == ["First design", "Specified", "Second design"]
+
+
+def test_a_drop_on_a_phase_band_the_workflow_does_not_allow_is_refused(bob_client, make):
+    ticket = make("Too early")
+    before = state()
+    response = move(bob_client, ticket, column="analyzing", phase="PHASE_DESIGN")
+    assert response.status_code == 409
+    assert "Backlog cannot move to Design; from Backlog a ticket may move to: Requirements Analysis, Blocked." in (
+        response.content.decode()
+    )
+    assert state() == before
+
+
+def test_going_back_a_phase_is_refused_for_members_and_overridden_by_staff(bob_client, alice_client, make):
+    ticket = make("Designed", "PHASE_DESIGN")
+    before = state()
+    refused = move(bob_client, ticket, phase="PHASE_REQUIREMENTS")
+    assert refused.status_code == 409
+    assert state() == before
+
+    offered = move(alice_client, ticket, phase="PHASE_REQUIREMENTS")
+    assert offered.status_code == 409
+    html = offered.content.decode()
+    assert 'name="phase" value="PHASE_REQUIREMENTS"' in html and 'name="column" value="analyzing"' in html
+    assert state() == before
+
+    response = move(alice_client, ticket, column="analyzing", phase="PHASE_REQUIREMENTS", force="on", reason="Redo")
+    assert response.status_code == 200
+    ticket.refresh_from_db()
+    assert ticket.phase.key == "PHASE_REQUIREMENTS"
+    history = PhaseHistory.objects.filter(ticket=ticket).latest("id")
+    assert (history.kind, history.reason) == ("override", "Redo")
+
+
+def test_a_phase_the_card_is_in_already_changes_nothing(bob_client, make):
+    ticket = make("Designed", "PHASE_DESIGN")
+    make("Other design", "PHASE_DESIGN")
+    before = state()
+    response = move(bob_client, ticket, phase="PHASE_DESIGN")
+    assert response.status_code == 200
+    assert state() == before
+
+
+def test_move_up_steps_over_the_cards_of_its_own_phase_only(bob_client, make, board):
+    make("Design first", "PHASE_DESIGN")
+    requirements = make("Requirements", "PHASE_REQUIREMENTS")
+    later = make("Design later", "PHASE_DESIGN")
+    response = move(bob_client, later, direction="up")
+    assert response.status_code == 200
+    assert order(board, "PHASE_DESIGN") == ["Design later", "Design first"]
+    assert order(board, "PHASE_REQUIREMENTS") == ["Requirements"]
+    before = state()
+    assert "is already at the top of Analyzing" in move(bob_client, requirements, direction="up").content.decode()
+    assert state() == before
+
+
 def test_move_up_and_down_step_one_place(bob_client, make, board):
     first, second, third = make("First"), make("Second"), make("Third")
     response = move(bob_client, third, direction="up")
@@ -179,7 +273,13 @@ def test_move_up_under_a_filter_steps_over_the_visible_cards(bob_client, make, b
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({}, "Say which column to move the ticket to, or move it up or down."),
+        ({}, "Say which column or phase to move the ticket to, or move it up or down."),
+        ({"phase": "PHASE_NOPE"}, "has no phase &#x27;PHASE_NOPE&#x27;"),
+        ({"phase": "x" * 65}, "Ensure this value has at most 64 characters"),
+        (
+            {"column": "building", "phase": "PHASE_DESIGN"},
+            "Design is shown in column Analyzing, not &#x27;building&#x27;.",
+        ),
         ({"column": "nowhere"}, "has no column &#x27;nowhere&#x27;"),
         ({"column": "bad key!"}, "Enter a valid “slug”"),
         ({"column": "analyzing", "previous": "x"}, "Enter a whole number."),

@@ -127,7 +127,11 @@ def test_columns_come_in_workflow_order_with_their_phases_and_counts(bob_client,
     keys = [view.column.key for view in response.context["columns"]]
     assert keys == ["backlog", "analyzing", "building", "testing", "deploying", "done", "blocked"]
     html = response.content.decode()
-    assert "Requirements Analysis, Design" in html
+    # A column of several phases names them on its bands; a column of one, under its name when they differ.
+    assert '<span class="band-name">Requirements Analysis</span>' in html
+    assert '<span class="band-name">Design</span>' in html
+    assert '<span class="column-phases">Implementation</span>' in html
+    assert '<span class="column-phases">Backlog</span>' not in html
     assert ">1/5<" in html  # analyzing: one ticket, limit five
 
 
@@ -168,7 +172,17 @@ def test_a_column_of_one_phase_does_not_repeat_it_on_cards(bob_client, board, ma
     html = bob_client.get(board_url(board)).content.decode()
     card = html[html.index(f'id="ticket-{ticket.pk}"') :]
     card = card[: card.index("</li>")]
-    assert 'class="phase"' not in card
+    assert "card-phase" not in card
+
+
+def test_a_card_shows_its_priority_as_a_chip_with_words_and_its_phase_in_a_column_of_several(bob_client, board, make):
+    ticket = make("Spec it", "PHASE_DESIGN", priority="CRITICAL")
+    html = bob_client.get(board_url(board)).content.decode()
+    card = html[html.index(f'id="ticket-{ticket.pk}"') :]
+    card = card[: card.index("</li>")]
+    assert '<span class="chip chip-prio-critical priority">Critical</span>' in card
+    assert '<span class="chip chip-neutral card-phase">Design</span>' in card
+    assert f'<span class="ticket-id">#{ticket.pk}</span>' in card
 
 
 def test_card_text_is_escaped(bob_client, board, make):
@@ -185,25 +199,118 @@ def test_cards_keep_the_order_of_their_positions(bob_client, board, make):
     assert column_titles(response, "backlog") == ["Third", "First", "Second"]
 
 
-def test_move_to_offers_every_column_and_says_why_some_are_closed(bob_client, board, make):
+def menu_html(html, ticket):
+    """The move menu of `ticket`'s card: from its button to the end of its form."""
+    menu = html[html.index(f'id="move-{ticket.pk}"') :]
+    return menu[: menu.index("</form>")]
+
+
+def column_button(key, name, note="", disabled=False):
+    note = f'<span class="menu-note">{note}</span>' if note else ""
+    return (
+        f'<button type="submit" name="column" value="{key}" class="menu-item"{" disabled" if disabled else ""}>'
+        f"{name}{note}</button>"
+    )
+
+
+def test_the_move_menu_offers_every_other_column_and_says_why_some_are_closed(bob_client, board, make):
     for n in range(8):
         make(f"Check {n}", "PHASE_TESTING")
     ticket = make("Build", "PHASE_IMPLEMENTATION")
-    html = bob_client.get(board_url(board)).content.decode()
-    select = html[html.index(f'id="move-{ticket.pk}"') :]
-    select = select[: select.index("</select>")]
-    assert '<option value="testing" disabled>Testing — full (8/8)</option>' in select
-    assert '<option value="done" disabled>Done — not allowed from Implementation</option>' in select
-    assert '<option value="building" disabled>Building — current column</option>' in select
-    assert '<option value="blocked">Blocked</option>' in select
+    menu = menu_html(bob_client.get(board_url(board)).content.decode(), ticket)
+    assert column_button("testing", "Testing", "full 8/8", disabled=True) in menu
+    assert column_button("done", "Done", "not allowed", disabled=True) in menu
+    assert column_button("blocked", "Blocked") in menu
+    # Its own column is no choice, and a column of one phase has no phases to switch between.
+    assert 'value="building"' not in menu
+    assert "Move to phase" not in menu
+    assert re.findall(r'name="column" value="([^"]+)"', menu) == [
+        "backlog",
+        "analyzing",
+        "testing",
+        "deploying",
+        "done",
+        "blocked",
+    ]
+    assert f'id="move-up-{ticket.pk}"' in menu and f'id="move-down-{ticket.pk}"' in menu
 
 
 def test_staff_may_choose_a_closed_column_to_override_it(alice_client, board, make):
     ticket = make("Build", "PHASE_IMPLEMENTATION")
-    html = alice_client.get(board_url(board)).content.decode()
-    select = html[html.index(f'id="move-{ticket.pk}"') :]
-    select = select[: select.index("</select>")]
-    assert '<option value="done">Done — not allowed from Implementation</option>' in select
+    menu = menu_html(alice_client.get(board_url(board)).content.decode(), ticket)
+    assert column_button("done", "Done", "not allowed") in menu
+
+
+@pytest.mark.parametrize("client_name", ["bob_client", "alice_client"])
+def test_a_card_in_a_column_of_several_phases_offers_the_next_phase(request, client_name, board, make):
+    ticket = make("Specify", "PHASE_REQUIREMENTS")
+    client = request.getfixturevalue(client_name)
+    menu = menu_html(client.get(board_url(board)).content.decode(), ticket)
+    assert '<p class="menu-heading">Move to phase</p>' in menu
+    assert (
+        '<p class="menu-item menu-current" aria-current="true">Requirements Analysis'
+        '<span class="menu-note">current</span></p>'
+    ) in menu
+    assert '<button type="submit" name="phase" value="PHASE_DESIGN" class="menu-item">Design</button>' in menu
+    # Neither members nor staff are offered the column the card is already in.
+    assert 'value="analyzing"' not in menu
+    closed = client_name == "bob_client"
+    assert column_button("building", "Building", "not allowed", disabled=closed) in menu
+
+
+def test_a_card_in_the_second_phase_of_its_column_cannot_go_back_without_an_override(bob_client, board, make):
+    ticket = make("Designing", "PHASE_DESIGN")
+    menu = menu_html(bob_client.get(board_url(board)).content.decode(), ticket)
+    assert (
+        '<button type="submit" name="phase" value="PHASE_REQUIREMENTS" class="menu-item" disabled>'
+        'Requirements Analysis<span class="menu-note">not allowed</span></button>'
+    ) in menu
+    assert column_button("building", "Building") in menu
+
+
+def test_a_column_of_several_phases_shows_one_drop_band_per_phase(bob_client, board, make):
+    design = make("Designing", "PHASE_DESIGN")
+    requirements = make("Specifying", "PHASE_REQUIREMENTS")
+    html = bob_client.get(board_url(board)).content.decode()
+    analyzing = html[html.index('id="column-analyzing"') : html.index('id="column-building"')]
+    bands = re.findall(r'<ol class="cards" data-column="analyzing" data-lane="" data-phase="([^"]+)"', analyzing)
+    assert bands == ["PHASE_REQUIREMENTS", "PHASE_DESIGN"]
+
+    def band(key):
+        cards = analyzing[analyzing.index(f'data-phase="{key}"') :]
+        return cards[: cards.index("</ol>")]
+
+    assert f'id="ticket-{requirements.pk}"' in band("PHASE_REQUIREMENTS")
+    assert f'id="ticket-{design.pk}"' in band("PHASE_DESIGN")
+    assert f'id="ticket-{design.pk}"' not in band("PHASE_REQUIREMENTS")
+    assert '<span class="band-name">Design</span> <span class="band-count">1</span>' in analyzing
+    # A column of one phase is one list, with no band.
+    backlog = html[html.index('id="column-backlog"') : html.index('id="column-analyzing"')]
+    assert 'class="band"' not in backlog and "data-phase=" not in backlog
+
+
+def test_every_card_of_a_re_rendered_column_offers_every_column_of_the_board(bob_client, board, make):
+    ticket = make("Fresh")
+    url = reverse("board:columns", args=[board.slug]) + "?column=backlog"
+    menu = menu_html(bob_client.get(url, headers={"HX-Request": "true"}).content.decode(), ticket)
+    assert re.findall(r'name="column" value="([^"]+)"', menu) == [
+        "analyzing",
+        "building",
+        "testing",
+        "deploying",
+        "done",
+        "blocked",
+    ]
+    assert column_button("analyzing", "Analyzing") in menu
+
+
+def test_the_menu_of_a_re_rendered_column_knows_a_full_column_it_did_not_render(bob_client, board, make):
+    for n in range(8):
+        make(f"Check {n}", "PHASE_TESTING")
+    ticket = make("Build", "PHASE_IMPLEMENTATION")
+    url = reverse("board:columns", args=[board.slug]) + "?column=building"
+    menu = menu_html(bob_client.get(url, headers={"HX-Request": "true"}).content.decode(), ticket)
+    assert column_button("testing", "Testing", "full 8/8", disabled=True) in menu
 
 
 def test_the_page_carries_the_last_event_id_for_the_live_connection(bob_client, board, make):
@@ -229,6 +336,25 @@ def test_filters_narrow_the_cards_and_stay_in_the_links(bob_client, board, make,
     assert column_titles(response, "backlog") == ["Gamma login"]
     response = bob_client.get(board_url(board, "phase=PHASE_DESIGN"))
     assert column_titles(response, "backlog") == []
+
+
+def test_blocked_takes_in_the_tickets_parked_in_a_holding_phase(bob_client, board, make, alice):
+    flagged = make("Flagged in backlog")
+    ticket_update(ticket=flagged, actor=alice, is_blocked=True, blocked_reason="Vendor")
+    make("Free in backlog")
+    parked = make("Waiting for legal", "PHASE_BLOCKED")
+    response = bob_client.get(board_url(board, "blocked=on"))
+    assert column_titles(response, "backlog") == ["Flagged in backlog"]
+    assert column_titles(response, "blocked") == ["Waiting for legal"]
+    blocked = next(view for view in response.context["columns"] if view.column.key == "blocked")
+    assert (blocked.count, blocked.shown) == (1, 1)
+    html = response.content.decode()
+    assert "Blocked: flagged as blocked, or waiting in Blocked." in html
+    assert (
+        '<label class="filter check"><input type="checkbox" name="blocked" id="id_blocked" checked> Blocked</label>'
+        in html
+    )
+    assert parked.phase.is_holding
 
 
 def test_counts_stay_whole_under_a_filter(bob_client, board, make):
@@ -266,6 +392,34 @@ def test_swimlanes_group_each_column_by_priority(bob_client, board, make):
     assert [[c.title for c in cell.cards] for cell in backlog.cells] == [["Critical one"], [], [], ["Low one"]]
 
 
+def test_each_swimlane_has_one_header_across_the_board_with_its_count(bob_client, board, make):
+    make("Low one", priority="LOW")
+    make("Low two", "PHASE_IMPLEMENTATION", priority="LOW")
+    make("Critical one", priority="CRITICAL")
+    make("Hidden low", priority="LOW")
+    html = bob_client.get(board_url(board, "lanes=priority&q=one")).content.decode()
+    headers = re.findall(
+        r'<div class="lane-header" id="lane-(\w+)".*?<span class="chip chip-prio-\w+">(\w+)</span>\s*'
+        r'<span class="lane-count">([^<]+)</span>',
+        html,
+        re.S,
+    )
+    assert headers == [
+        ("CRITICAL", "Critical", "1 ticket"),
+        ("HIGH", "High", "0 tickets"),
+        ("MEDIUM", "Medium", "0 tickets"),
+        ("LOW", "Low", "1 ticket"),
+    ]
+    # Cells name their column and lane for screen readers; the visible name is the lane's header.
+    assert html.count('class="lane-header"') == 4
+    assert '<h3 class="visually-hidden">Backlog, Critical</h3>' in html
+    # A live update re-renders the lane headers too, with their counts.
+    url = reverse("board:columns", args=[board.slug]) + "?column=backlog&lanes=priority"
+    fragment = bob_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert fragment.count('class="lane-header"') == 4
+    assert fragment.count('hx-swap-oob="true"') == 5
+
+
 def test_an_htmx_filter_request_gets_the_board_body_only(bob_client, board, make):
     make("Alpha")
     response = bob_client.get(board_url(board, "q=Alpha"), headers={"HX-Request": "true"})
@@ -298,12 +452,33 @@ def test_a_long_column_shows_its_first_cards_and_loads_more(bob_client, board):
     assert "Load more" not in more.content.decode()
 
 
+def test_each_band_of_a_column_of_several_phases_loads_more_of_its_own_phase(bob_client, board):
+    phases = {key: board.workflow.phases.get(key=key) for key in ("PHASE_REQUIREMENTS", "PHASE_DESIGN")}
+    Ticket.objects.bulk_create(
+        Ticket(board=board, title=f"{key[6:9]} {n:03}", phase=phase, position=n * 2 + (key == "PHASE_DESIGN"))
+        for key, phase in phases.items()
+        for n in range(1, PAGE_SIZE + 4)
+    )
+    response = bob_client.get(board_url(board))
+    analyzing = next(view for view in response.context["columns"] if view.column.key == "analyzing")
+    requirements, design = analyzing.cells[0].bands
+    assert [len(requirements.cards), len(design.cards)] == [PAGE_SIZE, PAGE_SIZE]
+    assert requirements.has_more and design.has_more
+    last = design.cards[-1]
+    more_url = reverse("board:column-more", args=[board.slug, "analyzing"]) + f"?after={last.pk}&band=PHASE_DESIGN"
+    assert more_url.replace("&", "&amp;") in response.content.decode()
+    more = bob_client.get(more_url, headers={"HX-Request": "true"})
+    titles = re.findall(r'class="card-title"[^>]*>([^<]+)<', more.content.decode())
+    assert titles == [f"DES {n:03}" for n in range(PAGE_SIZE + 1, PAGE_SIZE + 4)]
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
         ("after=abc", b"`after` must be a ticket id"),
         ("after=999999", b"Ticket #999999 is not on this board."),
         ("lane=URGENT", b"Unknown swimlane"),
+        ("band=PHASE_DESIGN", b"Column Backlog shows no phase 'PHASE_DESIGN'."),
     ],
 )
 def test_load_more_refuses_bad_input(bob_client, board, query, message):
@@ -355,6 +530,15 @@ def test_the_board_list_costs_the_same_queries_with_one_or_many_boards(bob_clien
     for n in range(10):
         Board.objects.create(name=f"Board {n}", slug=f"board-{n}", workflow=workflow).members.add(bob)
     assert count_queries(bob_client, reverse("board:list")) == few
+
+
+@pytest.mark.parametrize("query", ["", "lanes=priority"])
+def test_the_columns_fragment_costs_the_same_queries_with_10_or_500_tickets(bob_client, board, query):
+    bulk_tickets(board, 10)
+    url = reverse("board:columns", args=[board.slug]) + f"?column=backlog&column=analyzing&{query}"
+    few = count_queries(bob_client, url)
+    bulk_tickets(board, 490)
+    assert count_queries(bob_client, url) == few
 
 
 def test_load_more_costs_the_same_queries_whatever_the_column_length(bob_client, board):
@@ -461,13 +645,18 @@ def test_markup_in_an_agent_name_on_a_card_is_escaped(bob_client, board, make, a
     assert "worked on by &lt;b onmouseover=alert(1)&gt;x&lt;/b&gt;" in card
 
 
-def test_each_card_links_to_its_workflow_graph(bob_client, board, make):
+def test_each_card_with_tasks_links_to_its_workflow_graph(bob_client, board, make, alice):
+    from board.services import task_create
+
     ticket = make("Branchy")
+    task_create(ticket=ticket, title="Look around", actor=alice)
+    bare = make("Nothing to draw yet")
     response = bob_client.get(board_url(board))
     card = card_html(response, ticket)
     graph = reverse("discoveries:ticket-graph", args=[board.slug, ticket.pk])
-    assert f'<a class="card-graph" href="{graph}">' in card
+    assert f'<a class="card-graph" href="{graph}" title="Workflow graph">' in card
     assert f"Workflow graph of #{ticket.pk}" in card
+    assert "card-graph" not in card_html(response, bare)
     # The fragments that re-render cards carry the link too.
     columns = bob_client.get(reverse("board:columns", args=[board.slug]) + "?column=backlog")
     assert graph in columns.content.decode()

@@ -1,12 +1,17 @@
-"""Column colours: a palette name or #rrggbb, checked in files and in the admin, rendered as a hex on the board."""
+"""Column colours: a palette name or #rrggbb, checked in files and in the admin; the board draws a palette name
+with the stylesheet's variable of that name, which has a light and a dark value."""
+
+import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from board.models import Board
 from phases.models import BoardColumn
-from phases.schema import PALETTE
+from phases.schema import PALETTE, color_css
 from phases.workflow_files import WorkflowFileError, parse_workflow
 
 from .admin_forms import change_data
@@ -93,14 +98,55 @@ def test_the_admin_column_form_saves_a_palette_colour(alice_client):
     assert workflow.columns.get(key="todo").color == "teal"
 
 
-def test_the_board_renders_the_hex_of_a_palette_colour(alice_client, alice):
+def test_the_board_draws_a_palette_colour_with_its_theme_variable(alice_client, alice):
     board = Board.objects.create(name="Small", slug="small", workflow=load(SMALL).workflow)
     board.members.add(alice)
 
     response = alice_client.get(reverse("board:detail", args=[board.slug]))
 
-    assert f'style="--accent: {PALETTE["blue"]}"' in response.text
-    assert f'style="--accent: {PALETTE["green"]}"' in response.text
+    assert "--col-color: var(--blue)" in response.text
+    assert "--col-color: var(--green)" in response.text
+
+
+def test_the_board_draws_a_hex_colour_from_a_file_as_it_is(alice_client, alice):
+    board = Board.objects.create(name="Small", slug="small", workflow=load(with_color("#1A2b3C")).workflow)
+    board.members.add(alice)
+
+    response = alice_client.get(reverse("board:detail", args=[board.slug]))
+
+    assert 'id="column-todo"' in response.text
+    assert "--col-color: #1a2b3c" in response.text
+
+
+def test_color_css_is_a_variable_a_hex_or_nothing():
+    assert [color_css(value) for value in ("slate", "#ABCDEF", "", "Blue", "red; inset: 0", None, ["red"])] == [
+        "var(--slate)",
+        "#abcdef",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+
+
+def stylesheet_variables(path):
+    """The custom properties a stylesheet defines, once for the light theme and once inside its dark media query."""
+    text = Path(path).read_text()
+    dark_start = text.index("@media (prefers-color-scheme: dark)")
+    light, dark = text[:dark_start], text[dark_start:]
+    pattern = re.compile(r"--([a-z0-9-]+):\s*(#[0-9a-fA-F]{6})")
+    return dict(pattern.findall(light)), dict(pattern.findall(dark))
+
+
+def test_every_palette_colour_has_a_light_and_a_dark_value_in_the_stylesheet():
+    light, dark = stylesheet_variables(Path(settings.BASE_DIR) / "static" / "css" / "omoi.css")
+    for name in PALETTE:
+        assert name in light and name in dark, name
+        assert f"{name}-soft" in light and f"{name}-soft" in dark, name
+        assert light[name] != dark[name], name
+    # The hex of each name is its light value, for the places that need a plain colour.
+    assert {name: light[name] for name in PALETTE} == PALETTE
 
 
 def test_the_board_renders_no_colour_for_a_stored_value_that_is_not_one(alice_client, alice):
@@ -119,3 +165,21 @@ def test_the_board_renders_no_colour_for_a_stored_value_that_is_not_one(alice_cl
 
 def test_the_default_workflows_colours_are_palette_colours(workflow):
     assert all(column.color_hex for column in workflow.columns.all())
+
+
+def contrast(first, second):
+    def luminance(color):
+        channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_every_palette_colour_stands_out_on_a_column_header_in_both_themes():
+    # The colour is the header's top line (non-text: 3:1) and chip text on its soft ground (4.5:1).
+    for theme in stylesheet_variables(Path(settings.BASE_DIR) / "static" / "css" / "omoi.css"):
+        for name in PALETTE:
+            assert contrast(theme[name], theme["surface-2"]) >= 3, name
+            assert contrast(theme[name], theme[f"{name}-soft"]) >= 4.5, name

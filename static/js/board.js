@@ -1,5 +1,5 @@
-// The live Kanban board: drag and drop with SortableJS, moves posted through htmx, and events from the
-// board's websocket (live.js) applied by re-rendering the affected columns from the server.
+// The live Kanban board: drag and drop with SortableJS, moves posted through htmx, the cards' move menus,
+// and events from the board's websocket (live.js) applied by re-rendering the affected columns from the server.
 (function () {
   "use strict";
 
@@ -49,17 +49,169 @@
     return element && element.classList.contains("card") ? element.dataset.ticketId : "";
   }
 
+  // ---- Card menus -----------------------------------------------------------------------------------
+
+  // A re-rendered column brings its cards back with their menus closed. The menu that was open opens
+  // again in the new copy (a live update must not close it under the user's hands), except after a
+  // choice of column or phase from it: that move is done, so the menu closes and the focus goes back
+  // to its button. "Move up" and "Move down" keep it open, to be pressed again.
+  let reopenTicket = null;
+  let menuChoice = null;
+
+  function openMenuTicket() {
+    const open = document.querySelector(".card-menu[open]");
+    const card = open && open.closest(".card");
+    return card ? card.dataset.ticketId : null;
+  }
+
+  document.addEventListener(
+    "click",
+    function (evt) {
+      const summary = evt.target.closest && evt.target.closest(".card-menu > summary");
+      if (summary && !summary.parentElement.open) placeMenu(summary.parentElement);
+      const button = evt.target.closest && evt.target.closest("form.move button");
+      if (button) {
+        menuChoice = { ticket: button.closest(".card").dataset.ticketId, keepOpen: button.name === "direction" };
+      }
+      // A click elsewhere closes an open menu, as menus do.
+      document.querySelectorAll(".card-menu[open]").forEach(function (menu) {
+        if (!menu.contains(evt.target)) menu.open = false;
+      });
+    },
+    true,
+  );
+
+  // An open menu floats over the board, anchored to its button: inside a column that scrolls, a panel
+  // positioned in the card would be cut off at the column's edges. It is placed as its button is
+  // pressed, before it shows (its items must be focusable at once: a keyboard user presses Tab right
+  // after Enter), and again once open, when its size is known: flipped above its button when there is
+  // no room below, and kept in the window.
+  page.classList.add("menus-float");
+  const GAP = 4;
+  const MARGIN = 8;
+
+  function placeMenu(menu) {
+    const panel = menu.querySelector(".menu-panel");
+    const anchor = menu.querySelector("summary").getBoundingClientRect();
+    // A closed menu's panel is not laid out: its width is the stylesheet's 16rem, its height unknown.
+    const width = panel.offsetWidth || 16 * parseFloat(getComputedStyle(document.documentElement).fontSize);
+    const height = panel.scrollHeight;
+    const left = Math.max(MARGIN, Math.min(anchor.right - width, window.innerWidth - width - MARGIN));
+    const below = window.innerHeight - anchor.bottom - GAP - MARGIN;
+    const above = anchor.top - GAP - MARGIN;
+    const up = height > below && above > below;
+    const room = Math.max(up ? above : below, 120);
+    const top = up ? anchor.top - GAP - Math.min(height, room) : anchor.bottom + GAP;
+    menu.style.setProperty("--menu-left", Math.round(left) + "px");
+    menu.style.setProperty("--menu-top", Math.round(top) + "px");
+    menu.style.setProperty("--menu-max-height", Math.round(room) + "px");
+  }
+
+  function placeOpenMenus() {
+    document.querySelectorAll(".card-menu[open]").forEach(placeMenu);
+  }
+  window.addEventListener("resize", placeOpenMenus);
+  // Columns and the board scroll on their own: an open menu follows its button.
+  document.addEventListener("scroll", placeOpenMenus, { capture: true, passive: true });
+
+  // One menu open at a time.
+  document.addEventListener(
+    "toggle",
+    function (evt) {
+      const menu = evt.target;
+      if (!menu.classList || !menu.classList.contains("card-menu") || !menu.open) return;
+      document.querySelectorAll(".card-menu[open]").forEach(function (other) {
+        if (other !== menu) other.open = false;
+      });
+      placeMenu(menu);
+    },
+    true,
+  );
+
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key !== "Escape") return;
+    const menu = document.querySelector(".card-menu[open]");
+    if (!menu) return;
+    menu.open = false;
+    menu.querySelector("summary").focus();
+  });
+
   // Keep focus where the user had it: a swapped column brings the same ids back.
-  document.body.addEventListener("htmx:beforeSwap", function () {
+  document.body.addEventListener("htmx:beforeSwap", function (evt) {
     const active = document.activeElement;
     focusId = active && active !== document.body && active.id ? active.id : null;
+    reopenTicket = openMenuTicket();
+    const source = evt.detail.elt;
+    if (menuChoice && source && source.matches && source.matches("form.move")) {
+      if (!menuChoice.keepOpen) {
+        if (reopenTicket === menuChoice.ticket) reopenTicket = null;
+        focusId = "move-" + menuChoice.ticket;
+      }
+      menuChoice = null;
+    }
+  });
+  document.body.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    const fragment = evt.detail.fragment;
+    if (!reopenTicket || !fragment || !fragment.querySelector) return;
+    const menu = fragment.querySelector("#ticket-" + reopenTicket + " .card-menu");
+    if (!menu) return;
+    // Open and placed where the old one was, so that the focus can land in it at once; placed anew below.
+    const old = document.querySelector("#ticket-" + reopenTicket + " .card-menu");
+    menu.setAttribute("open", "");
+    if (old) menu.setAttribute("style", old.getAttribute("style") || "");
   });
   document.body.addEventListener("htmx:afterSettle", function () {
+    fitBoard();
+    showMessage();
+    placeOpenMenus();
     if (!focusId) return;
     const target = document.getElementById(focusId);
     if (target && document.activeElement !== target && !document.activeElement.closest?.("#board-filters")) {
       target.focus({ preventScroll: true });
     }
+  });
+
+  // ---- Layout and messages ------------------------------------------------------------------------
+
+  // The board fills the window below its header, so that each column scrolls on its own and the
+  // board's horizontal scroll bar stays in view; CSS reads where the board starts from --board-top.
+  function fitBoard() {
+    const board = document.getElementById("board");
+    if (!board) return;
+    const top = board.getBoundingClientRect().top + window.scrollY;
+    page.style.setProperty("--board-top", Math.round(top) + "px");
+  }
+  window.addEventListener("resize", fitBoard);
+  window.addEventListener("load", fitBoard);
+  // What stands above the board may change height on its own (fonts arriving, filters wrapping).
+  if (window.ResizeObserver) {
+    const above = new ResizeObserver(fitBoard);
+    document.querySelectorAll(".board-tabs, .board-header, #board-filters").forEach(function (element) {
+      above.observe(element);
+    });
+  }
+  fitBoard();
+
+  // A move's outcome shows over the board, not above it, so the cards do not jump down. Success
+  // fades out by itself; a refusal stays until it is dismissed (staff may answer it with a reason).
+  const message = document.getElementById("board-message");
+  const dismiss = page.querySelector(".message-close");
+  let messageTimer = null;
+  function showMessage() {
+    clearTimeout(messageTimer);
+    dismiss.hidden = !message.firstElementChild;
+    if (message.querySelector(".message-success") && !message.querySelector("form")) {
+      messageTimer = setTimeout(clearMessage, 6000);
+    }
+  }
+  function clearMessage() {
+    if (message.contains(document.activeElement)) return; // never pull the rug from under the keyboard
+    message.replaceChildren();
+    dismiss.hidden = true;
+  }
+  dismiss.addEventListener("click", function () {
+    message.replaceChildren();
+    dismiss.hidden = true;
   });
 
   // ---- Drag and drop ------------------------------------------------------------------------------
@@ -68,6 +220,8 @@
     const form = item.querySelector("form.move");
     const values = {
       column: list.dataset.column,
+      // A column of several phases has one list per phase: the drop asks for that phase.
+      phase: list.dataset.phase || "",
       previous: cardId(item.previousElementSibling),
       next: cardId(item.nextElementSibling),
     };
@@ -87,16 +241,20 @@
       // With swimlanes a card moves between columns within its own priority lane.
       group: "lane-" + (list.dataset.lane || "all"),
       draggable: ".card",
-      filter: "select, button, input, label",
+      filter: "select, button, input, label, summary, .menu-panel",
       preventOnFilter: false,
       animation: 120,
       ghostClass: "sortable-ghost",
       chosenClass: "sortable-chosen",
       onStart: function () {
         dragging = true;
+        list.closest(".board").classList.add("is-dragging");
       },
       onEnd: function (evt) {
         dragging = false;
+        document.querySelectorAll(".board.is-dragging").forEach(function (board) {
+          board.classList.remove("is-dragging");
+        });
         if (evt.from === evt.to && evt.oldIndex === evt.newIndex) {
           flush();
           return;
