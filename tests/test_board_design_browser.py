@@ -220,6 +220,39 @@ def test_a_menu_left_open_stays_open_through_a_live_update(open_board, board, bo
     expect(page.locator(f"#move-{mine.pk}")).to_be_focused()
 
 
+def test_staff_override_a_full_column_from_the_message_over_the_board(open_board, board, alice):
+    for number in range(3):
+        ticket_create(board=board, title=f"Release {number}", actor=alice, phase="PHASE_DEPLOYMENT")
+    hotfix = ticket_create(board=board, title="Hotfix the login", actor=alice, phase="PHASE_TESTING")
+    page = open_board(alice)
+
+    drag(page, card(page, hotfix).locator(".card-tags"), page.locator("#column-deploying ol.cards"))
+
+    expect(page.locator("#board-message")).to_contain_text("Deploying is full (3/3).")
+    expect(card(page, hotfix, "testing")).to_be_visible()
+    page.get_by_label("Override as staff: reason").fill("Production is down")
+    page.get_by_role("button", name="Move anyway").click()
+    expect(page.locator("#announcer")).to_have_text("“Hotfix the login” moved to Deploying.")
+    expect(card(page, hotfix, "deploying")).to_be_visible()
+    expect(page.locator("#column-deploying .wip-flag")).to_have_text("Over limit")
+    # A success goes away by itself; a dismissed message at once.
+    page.get_by_role("button", name="Dismiss the message").click()
+    expect(page.locator("#board-message")).to_be_empty()
+    hotfix.refresh_from_db()
+    assert hotfix.phase.key == "PHASE_DEPLOYMENT"
+
+
+def test_a_click_outside_an_open_menu_closes_it(open_board, board, bob):
+    ticket = ticket_create(board=board, title="Menu to close", actor=bob)
+    page = open_board(bob)
+    menu = card(page, ticket).locator(".card-menu")
+    menu.locator("summary").click()
+    expect(menu).to_have_attribute("open", "")
+    expect(menu.locator(".menu-panel")).to_be_in_viewport(ratio=1)
+    page.locator("h1").click()
+    expect(menu).not_to_have_attribute("open", "")
+
+
 # Column colours
 
 
@@ -387,8 +420,13 @@ def test_screenshots_of_the_board(open_board, board, alice, demo_like, name, vie
     page = open_board(alice, viewport=viewport, scheme=scheme, query=query)
     assert page_width(page) <= viewport["width"]
     page.screenshot(path=SCREENSHOTS / f"board-design-{name}.png")
-    if name == "1400-light":
-        ticket = demo_like["Single sign-on with the company directory"]
+    if name in ("1400-light", "390-light"):
+        ticket = demo_like[
+            "Single sign-on with the company directory" if name == "1400-light" else "Dark mode for the settings page"
+        ]
         card(page, ticket).locator(".card-menu summary").click()
-        page.screenshot(path=SCREENSHOTS / "board-design-1400-light-menu.png")
+        panel = card(page, ticket).locator(".menu-panel")
+        expect(panel).to_be_in_viewport(ratio=1)
+        assert page_width(page) <= viewport["width"]
+        page.screenshot(path=SCREENSHOTS / f"board-design-{name}-menu.png")
         assert Ticket.objects.filter(board=board).count() == len(demo_like)
