@@ -207,3 +207,27 @@ def test_boxes_checked_under_a_column_are_saved_as_its_mapping(open_page, demo_s
     expect(row(source).locator("summary")).not_to_contain_text(moved.name)
     assert BoardColumn.objects.get(pk=target.pk).phases.filter(pk=moved.pk).exists()
     assert not BoardColumn.objects.get(pk=source.pk).phases.filter(pk=moved.pk).exists()
+
+
+# The theme
+
+
+@pytest.mark.parametrize(("system", "chosen", "dark"), [("light", "dark", True), ("dark", "light", False)])
+def test_the_admins_theme_toggle_switches_omois_palette_either_way(chromium, server, system, chosen, dark):
+    context = chromium.new_context(base_url=server.url, viewport=LAPTOP, color_scheme=system)
+    try:
+        page = context.new_page()
+        page.goto(reverse("admin:login"))
+        page.evaluate("theme => localStorage.setItem('theme', theme)", chosen)
+        page.reload()
+
+        colours = page.evaluate(
+            """() => [document.body, document.querySelector('#header')].map(
+                (element) => getComputedStyle(element).backgroundColor.match(/\\d+/g).slice(0, 3).map(Number))"""
+        )
+    finally:
+        context.close()
+
+    body, header = (sum(channels) / 3 for channels in colours)
+    assert header < 40  # the ink header in both themes
+    assert (body < 60) if dark else (body > 200), colours
