@@ -1,9 +1,10 @@
 """Markdown for text people and agents write (descriptions, comments, prompts), rendered and then sanitised.
 
-Rendering first and sanitising the HTML afterwards is what makes it safe:
-Markdown passes raw HTML through, so a `<script>` or an `onerror=` in a
-ticket's description is removed by the allow-list, whatever the renderer
-made of it. Links keep only http(s) and mailto targets and get
+Raw HTML in the text is shown as the text it is, not passed through: prompts
+and descriptions say things like `docs/design/<ticket-id>.md`, and a
+`<script>` someone pastes is worth reading, not running. The HTML the
+renderer makes is then sanitised by an allow-list as a second wall, whatever
+a Markdown extension might emit. Links keep only http(s) and mailto targets and get
 `rel="noopener noreferrer nofollow"`. It lives in the lowest app so that the
 admin's phase preview and the board's pages share one renderer.
 """
@@ -25,13 +26,19 @@ URL_SCHEMES = {"http", "https", "mailto"}
 MAX_SOURCE_CHARS = 200_000
 
 
+def _renderer():
+    renderer = markdown_lib.Markdown(extensions=EXTENSIONS, extension_configs=EXTENSION_CONFIGS, output_format="html")
+    # Without these two, `<tag>` in the text is taken as markup (and then stripped, text and all).
+    renderer.preprocessors.deregister("html_block")
+    renderer.inlinePatterns.deregister("html")
+    return renderer
+
+
 def render_markdown(text: str) -> SafeString:
     """The text as sanitised HTML; an empty text gives an empty string."""
     if not text:
         return mark_safe("")
-    html = markdown_lib.markdown(
-        text[:MAX_SOURCE_CHARS], extensions=EXTENSIONS, extension_configs=EXTENSION_CONFIGS, output_format="html"
-    )
+    html = _renderer().convert(text[:MAX_SOURCE_CHARS])
     clean = nh3.clean(
         html,
         tags=TAGS,
