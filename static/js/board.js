@@ -57,6 +57,7 @@
   // to its button. "Move up" and "Move down" keep it open, to be pressed again.
   let reopenTicket = null;
   let menuChoice = null;
+  let followFocus = false;
 
   function openMenuTicket() {
     const open = document.querySelector(".card-menu[open]");
@@ -142,10 +143,12 @@
     focusId = active && active !== document.body && active.id ? active.id : null;
     reopenTicket = openMenuTicket();
     const source = evt.detail.elt;
+    followFocus = false;
     if (menuChoice && source && source.matches && source.matches("form.move")) {
       if (!menuChoice.keepOpen) {
         if (reopenTicket === menuChoice.ticket) reopenTicket = null;
         focusId = "move-" + menuChoice.ticket;
+        followFocus = true; // the card may now be in a column out of view: show where it went
       }
       menuChoice = null;
     }
@@ -168,7 +171,9 @@
     const target = document.getElementById(focusId);
     if (target && document.activeElement !== target && !document.activeElement.closest?.("#board-filters")) {
       target.focus({ preventScroll: true });
+      if (followFocus) target.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
+    followFocus = false;
   });
 
   // ---- Layout and messages ------------------------------------------------------------------------
@@ -197,9 +202,12 @@
   const message = document.getElementById("board-message");
   const dismiss = page.querySelector(".message-close");
   let messageTimer = null;
+  let messageShown = null;
   function showMessage() {
-    clearTimeout(messageTimer);
     dismiss.hidden = !message.firstElementChild;
+    if (message.firstElementChild === messageShown) return; // a live update, not a new outcome
+    messageShown = message.firstElementChild;
+    clearTimeout(messageTimer);
     if (message.querySelector(".message-success") && !message.querySelector("form")) {
       messageTimer = setTimeout(clearMessage, 6000);
     }
