@@ -219,9 +219,9 @@ def _cards_query(board, filters, columns):
 def board_view(board, filters, *, only=None, cards=True):
     """The board's columns in workflow order with their counts; the first page of cards of those in `only`.
 
-    Four queries whatever the number of tickets or columns asked for: columns
-    (with their phases), counts per phase and priority, the first cards of
-    every band in one windowed query, and their tasks. Every column is
+    Five queries whatever the number of tickets or columns asked for: the
+    columns and their phases (two), counts per phase and priority, the first
+    cards of every band in one windowed query, and those cards' tasks. Every column is
     counted even when only some are rendered, so a card's menu can say which
     of them is full. `only` limits the rendered columns to those keys;
     `cards=False` leaves the cards out.
