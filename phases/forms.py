@@ -16,7 +16,7 @@ from .services import workflow_definition
 from .workflow_files import UNMAPPED_PHASE, WorkflowFileError, dump_workflow, format_path, parse_workflow
 
 # Text an agent or a file reads (prompts, JSON, one item per line): monospace, the field's full width
-# (static/css/pages/admin.css).
+# (static/css/admin.css).
 CODE = "omoi-code"
 
 
@@ -252,7 +252,7 @@ class CompactMultiSelect(forms.CheckboxSelectMultiple):
 
     The line is a <summary>: a keyboard opens it like a button, and a screen
     reader hears the field's label and the checked choices. Opened, the choices
-    show as chips (static/css/pages/admin.css); static/js/admin-workflow.js
+    show as chips (static/css/admin.css); static/js/admin-workflow.js
     keeps the line in step with the boxes.
     """
 

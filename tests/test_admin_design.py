@@ -9,7 +9,7 @@ from django.urls import reverse
 
 pytestmark = pytest.mark.django_db
 
-ADMIN_CSS = Path(settings.BASE_DIR) / "static" / "css" / "pages" / "admin.css"
+ADMIN_CSS = Path(settings.BASE_DIR) / "static" / "css" / "admin.css"
 
 
 def head_of(html):
@@ -39,7 +39,7 @@ def test_the_login_page_is_branded_too(client):
     assert response.status_code == 200
     assert "Omoi administration" in response.text
     assert 'class="omoi-wordmark"' in response.text
-    assert "css/pages/admin.css" in response.text
+    assert "css/admin.css" in response.text
 
 
 @pytest.mark.parametrize("page", ["index", "workflow", "phase"])
@@ -53,7 +53,7 @@ def test_every_admin_page_takes_the_palette_last_and_not_the_sites_stylesheet(al
     stylesheets = re.findall(r'<link rel="stylesheet" href="([^"]+)"', head_of(alice_client.get(url).text))
 
     # Last: after the stylesheets each page adds (forms.css on change forms, responsive.css), so its rules hold.
-    assert stylesheets[-1].endswith("/css/pages/admin.css")
+    assert stylesheets[-1].endswith("/css/admin.css")
     assert any(sheet.endswith("admin/css/dark_mode.css") for sheet in stylesheets)
     assert not any(sheet.endswith("/css/omoi.css") for sheet in stylesheets)
 

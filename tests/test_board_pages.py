@@ -672,6 +672,7 @@ def test_the_board_page_has_tabs_for_the_boards_pages(bob_client, board):
         ("Discoveries", reverse("discoveries:list", args=[board.slug])),
         ("Agents", reverse("board:agents", args=[board.slug])),
         ("Analytics", reverse("discoveries:analytics", args=[board.slug])),
+        ("Members", reverse("board:members", args=[board.slug])),
     ]
     links = re.findall(r'<a href="([^"]+)"( aria-current="page")?>([^<]+)</a>', nav)
     assert [(name, url) for url, _, name in links] == expected
