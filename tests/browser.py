@@ -9,6 +9,7 @@ in conftest.py: the SQLite test database is a file, not memory).
 import contextlib
 import functools
 import io
+import itertools
 import os
 import socket
 import subprocess
@@ -340,6 +341,7 @@ def seed_demo_board():
         call_command("bootstrap", stdout=io.StringIO())
     board = Board.objects.select_related("workflow").get(slug="demo")
     admin = give_browser_password(get_user_model().objects.get(username="admin"))
+    spread_history_over_weeks(board)
     while enter_phases():
         pass
     first, second = (agent_authenticate(token) for _, token in demo_agent_tokens(2))
@@ -390,6 +392,34 @@ def seed_demo_board():
             ticket=blocked, actor=admin, is_blocked=True, blocked_reason="Waiting for the payment provider's keys."
         )
     return {"board": board, "ticket": ticket, "admin": admin, "workflow": board.workflow, "phase": phase}
+
+
+def spread_history_over_weeks(board, *, days=28, step_days=2):
+    """Date the board's history back, so the analytics have weeks to show instead of one instant.
+
+    The tickets start a day apart, the oldest `days` ago, and each move comes `step_days`
+    after the one before, never later than an hour ago; each ticket's events (created,
+    transitioned) get the dates of its history rows, so its page tells the same story.
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from board.models import Event, PhaseHistory, Ticket
+
+    now = timezone.now()
+    latest = now - timedelta(hours=1)
+    for number, ticket in enumerate(Ticket.objects.filter(board=board).order_by("pk")):
+        start = now - timedelta(days=days - number)
+        rows = list(PhaseHistory.objects.filter(ticket=ticket).order_by("pk"))
+        events = list(Event.objects.filter(entity_type="ticket", entity_id=str(ticket.pk)).order_by("pk"))
+        for step, (row, event) in enumerate(itertools.zip_longest(rows, events)):
+            when = min(start + timedelta(days=step * step_days), latest)
+            if row is not None:
+                PhaseHistory.objects.filter(pk=row.pk).update(created_at=when)
+            if event is not None:
+                Event.objects.filter(pk=event.pk).update(created_at=when)
+        Ticket.objects.filter(pk=ticket.pk).update(created_at=start)
 
 
 @pytest.fixture(scope="module", name="demo_seed")
