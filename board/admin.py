@@ -37,7 +37,7 @@ class BoardAdmin(admin.ModelAdmin):
     list_select_related = ("workflow",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    filter_horizontal = ("members",)
+    filter_horizontal = ("members", "owners")
 
     def get_readonly_fields(self, request, obj=None):
         # Tickets sit in phases of the board's workflow; another workflow would strand them.
