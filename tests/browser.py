@@ -3,7 +3,8 @@
 The server is a separate process, as in production: it reads the database the
 test process writes, so browser tests need committed data (transactional
 tests) and a database both processes can open (see `django_db_modify_db_settings`
-in conftest.py: the SQLite test database is a file, not memory).
+in conftest.py: the SQLite test database is a file, not memory). The fixtures built
+on these helpers (`chromium`, `server`, `open_as`, `demo_seed`, ...) are in conftest.py.
 """
 
 import contextlib
@@ -28,6 +29,8 @@ from django.db import connection
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "correct horse battery staple"
+# How long a gesture waits for the page: a live update comes within a poll of the server's log (one second).
+PAGE_TIMEOUT = 5_000
 # Daphne imports Django and Channels before it answers; a cold machine needs a few seconds.
 SERVER_START_SECONDS = 30
 # Files the board page cannot work without; the server must serve them itself.
@@ -227,6 +230,15 @@ def tab_to(page, element_id, *, limit=100):
     raise AssertionError(f"#{element_id} never got the focus after {limit} presses of Tab")
 
 
+def mark_document(page):
+    """Tag the loaded document, to tell changes made in place from a page load."""
+    page.evaluate("window.sameDocument = true")
+
+
+def same_document(page):
+    return page.evaluate("window.sameDocument === true")
+
+
 def press_then_again_at_once(page, key, next_key):
     """Press `key` on the focused control, then `next_key` on the first frame its re-rendered copy has the focus.
 
@@ -242,33 +254,6 @@ def press_then_again_at_once(page, key, next_key):
         polling="raf",
     )
     page.keyboard.press(next_key)
-
-
-# Shared fixtures. Named apart from their functions, so a module imports them without shadowing
-# (`from .browser import chromium_fixture, server_fixture`); a module may still define its own.
-
-
-@pytest.fixture(scope="module", name="chromium")
-def chromium_fixture():
-    """Debian's Chromium for the whole module."""
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module", name="server")
-def server_fixture(chromium, django_db_setup, tmp_path_factory):
-    """Daphne on the test database, for the whole module; after `chromium`, so no browser means no server."""
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
-@pytest.fixture(name="server_log")
-def server_log_fixture(server):
-    """Show what the server logged during a test when it fails (pytest prints captured output then)."""
-    offset = server.log_size()
-    yield
-    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
 
 
 # Every page, on a demo board with real content: the accessibility check and the screenshots visit them all.
@@ -420,41 +405,6 @@ def spread_history_over_weeks(board, *, days=28, step_days=2):
             if event is not None:
                 Event.objects.filter(pk=event.pk).update(created_at=when)
         Ticket.objects.filter(pk=ticket.pk).update(created_at=start)
-
-
-@pytest.fixture(scope="module", name="demo_seed")
-def demo_seed_fixture(server, django_db_blocker):
-    """`seed_demo_board()` once for the module, committed for the server to read; the data is flushed after.
-
-    Its events are not broadcast: the test process stands for another process, whose changes reach the
-    pages through the server's poll of the event log (and Playwright's loop forbids async_to_sync here).
-    """
-    from django.core.management import call_command
-    from django.db import connections
-    from django.test import override_settings
-
-    with django_db_blocker.unblock(), override_settings(CHANNEL_LAYERS={}):
-        if "test" not in str(connection.settings_dict["NAME"]):
-            # pytest-django sets the test database up only for a session that has tests marked django_db.
-            raise RuntimeError("No test database: mark the module's tests with pytest.mark.django_db.")
-        seed = seed_demo_board()
-    yield seed
-    with django_db_blocker.unblock():
-        call_command("flush", interactive=False, verbosity=0)
-        # Beside Playwright's event loop Django keeps this connection apart from the one pytest-django
-        # closes at the end; left open, PostgreSQL would refuse to drop the test database.
-        connections.close_all()
-
-
-@pytest.fixture(scope="module", name="admin_state")
-def admin_state_fixture(chromium, server, demo_seed):
-    """The admin's logged-in browser state (cookies), made once through the login form."""
-    context = chromium.new_context(base_url=server.url)
-    try:
-        log_in(context.new_page(), demo_seed["admin"].username, "/")
-        return context.storage_state()
-    finally:
-        context.close()
 
 
 def settle(page):

@@ -12,24 +12,14 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from .browser import (
-    ANONYMOUS_PAGES,
-    PAGES,
-    admin_state_fixture,  # noqa: F401
-    chromium_fixture,  # noqa: F401
-    demo_seed_fixture,  # noqa: F401
-    page_path,
-    server_fixture,  # noqa: F401
-    server_log_fixture,  # noqa: F401
-    settle,
-)
+from .browser import ANONYMOUS_PAGES, PAGES, page_path, settle
 
 AXE = Path(settings.BASE_DIR) / "static" / "vendor" / "axe-core" / "axe.min.js"
 BLOCKING = {"serious", "critical"}
 THEMES = ["light", "dark"]
 NODES_SHOWN = 8  # elements listed per violation; the count says how many more
 
-# The seed is committed once for the module (tests/browser.py `demo_seed`); the tests only read it through the
+# The seed is committed once for the module (conftest.py `demo_seed`); the tests only read it through the
 # server. The mark still matters: pytest-django creates the test database only for a session with such tests.
 pytestmark = pytest.mark.django_db
 

@@ -15,14 +15,7 @@ from playwright.sync_api import expect
 from phases.admin import PREVIEW_MAX_CHARS
 from phases.models import BoardColumn, Phase
 
-from .browser import (
-    admin_state_fixture,  # noqa: F401
-    chromium_fixture,  # noqa: F401
-    demo_seed_fixture,  # noqa: F401
-    server_fixture,  # noqa: F401
-    server_log_fixture,  # noqa: F401
-    settle,
-)
+from .browser import settle
 
 # The seed is committed once for the module and read through the server; the mark makes pytest-django
 # create the test database.

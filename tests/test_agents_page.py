@@ -20,9 +20,6 @@ from board.services import (
     ticket_create,
 )
 
-# The browser tests' Chromium, Daphne server and page opener, shared with the discoveries page's.
-from .test_discoveries_page import chromium_fixture, open_page_fixture, server_fixture  # noqa: F401
-
 pytestmark = pytest.mark.django_db
 
 MARKUP = '<img src=x onerror="alert(1)">'
@@ -343,12 +340,12 @@ def test_the_page_costs_the_same_queries_with_2_or_40_agents(bob_client, board, 
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_the_list_follows_the_agents_work_as_it_happens(open_page, board, bob, alice, ticket, settings):
+@pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process")
+def test_the_list_follows_the_agents_work_as_it_happens(open_as, board, bob, alice, ticket):
     from playwright.sync_api import expect
 
-    settings.CHANNEL_LAYERS = {}  # the test process stands for agents elsewhere: the server's poll carries it
     agent, _ = agent_create(name="demo-agent-1", boards=[board], actor=alice)
-    page = open_page(bob, reverse("board:agents", args=[board.slug]))
+    page = open_as(bob, reverse("board:agents", args=[board.slug]), live=True)
     row = page.locator(f"#agent-{agent.pk}")
     expect(row).to_contain_text("Idle")
 
@@ -368,11 +365,12 @@ def test_the_list_follows_the_agents_work_as_it_happens(open_page, board, bob, a
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_staff_revoke_through_the_confirm_step(open_page, board, alice, builder):
+@pytest.mark.usefixtures("server_log")
+def test_staff_revoke_through_the_confirm_step(open_as, board, alice, builder):
     from playwright.sync_api import expect
 
     agent, _ = builder
-    page = open_page(alice, reverse("board:agents", args=[board.slug]))
+    page = open_as(alice, reverse("board:agents", args=[board.slug]), live=True)
     row = page.locator(f"#agent-{agent.pk}")
     row.get_by_text("Revoke…").click()
     row.get_by_role("button", name="Revoke builder").click()

@@ -15,8 +15,6 @@ from board.services import task_create, ticket_create
 from discoveries.models import Discovery
 from discoveries.services import discovery_branch
 
-from .browser import chromium_browser, give_browser_password, log_in, require_chromium, running_server
-
 pytestmark = pytest.mark.django_db
 
 MARKUP = '<script>alert("x")</script><b>bold</b>'
@@ -336,25 +334,11 @@ def test_the_json_costs_the_same_queries_with_few_or_many_discoveries(api, board
 # In a browser
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(chromium, django_db_setup, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process")
 @pytest.mark.parametrize("width", [1400, 390])
-def test_the_page_fits_the_screen_and_its_numbers_open(chromium, server, board, bob, alice, width, settings):
-    # Broadcasts from this process would need the browser's event loop; the page is read, not watched.
-    settings.CHANNEL_LAYERS = {}
+def test_the_page_fits_the_screen_and_its_numbers_open(open_as, board, bob, alice, width):
     now = timezone.now()
     for n in range(1, 6):
         history(
@@ -366,30 +350,21 @@ def test_the_page_fits_the_screen_and_its_numbers_open(chromium, server, board, 
         )
     task = task_create(ticket=Ticket.objects.first(), title="Work", actor=alice)
     discovery_branch(source_task=task, discovery_type="bug", description=MARKUP, actor=alice)
-    give_browser_password(bob)
-    context = chromium.new_context(base_url=server.url, viewport={"width": width, "height": 900})
-    errors = []
-    try:
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        log_in(page, bob.username, analytics_url(board))
+    page = open_as(bob, analytics_url(board), viewport={"width": width, "height": 900})
 
-        # No sideways scroll of the page: a chart too wide for a phone scrolls inside its card.
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
-        expect(page.locator("svg.chart")).to_have_count(9)
-        for chart in page.locator("svg.chart").all():
-            box = chart.bounding_box()
-            assert box["width"] > 250 and box["height"] > 20
-        expect(page.get_by_role("img", name="Cumulative flow")).to_be_visible()
-        table = page.locator("#cfd-table")
-        expect(table).to_be_hidden()
-        page.locator("summary", has_text="Tickets in each column at the end of each day").click()
-        expect(table).to_be_visible()
-        expect(page.get_by_role("row").filter(has_text="<script>")).to_have_count(1)
+    # No sideways scroll of the page: a chart too wide for a phone scrolls inside its card.
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    expect(page.locator("svg.chart")).to_have_count(9)
+    for chart in page.locator("svg.chart").all():
+        box = chart.bounding_box()
+        assert box["width"] > 250 and box["height"] > 20
+    expect(page.get_by_role("img", name="Cumulative flow")).to_be_visible()
+    table = page.locator("#cfd-table")
+    expect(table).to_be_hidden()
+    page.locator("summary", has_text="Tickets in each column at the end of each day").click()
+    expect(table).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="<script>")).to_have_count(1)
 
-        page.get_by_role("link", name="Last 7 days").click()
-        page.wait_for_url("**?days=7")
-        expect(page.locator('.range-nav a[aria-current="page"]')).to_have_text("Last 7 days")
-    finally:
-        context.close()
-    assert not errors, errors
+    page.get_by_role("link", name="Last 7 days").click()
+    page.wait_for_url("**?days=7")
+    expect(page.locator('.range-nav a[aria-current="page"]')).to_have_text("Last 7 days")

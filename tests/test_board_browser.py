@@ -11,76 +11,22 @@ from playwright.sync_api import expect
 from board.models import Event, Ticket
 from board.services import ticket_create, ticket_transition
 
-from .browser import (
-    chromium_browser,
-    drag,
-    give_browser_password,
-    log_in,
-    press_then_again_at_once,
-    require_chromium,
-    running_server,
-    tab_to,
-)
+from .browser import drag, mark_document, press_then_again_at_once, same_document, tab_to
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process"),
+]
 
 # A move on one page reaches the others "within a couple of seconds": the server polls its log every second.
 LIVE_TIMEOUT = 3_000
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(chromium, django_db_setup, tmp_path_factory):
-    """Daphne on the test database, for the whole module; after `chromium`, so no browser means no server."""
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def server_log(server):
-    """Show what the server logged during a test when it fails (pytest prints captured output then)."""
-    offset = server.log_size()
-    yield
-    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
-
-
-@pytest.fixture(autouse=True)
-def no_broadcasts_from_the_test_process(settings):
-    # The test process stands for another process (an agent, the orchestrator) whose broadcasts
-    # do not reach the server: what it changes reaches the pages through the server's poll of the log.
-    settings.CHANNEL_LAYERS = {}
-
-
 @pytest.fixture
-def open_board(chromium, server, board):
-    """Open the board in a new browser context logged in as `user`; wait until its live channel is up.
-
-    Every page must get through its test without an uncaught script error.
-    """
-    contexts = []
-    errors = []
-
-    def open_as(user):
-        give_browser_password(user)
-        context = chromium.new_context(base_url=server.url)
-        context.set_default_timeout(5_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"{user.username}: {error}"))
-        log_in(page, user.username, f"/boards/{board.slug}/")
-        expect(page.locator("#live-status")).to_have_text("Live")
-        return page
-
-    yield open_as
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+def open_board(open_as, board):
+    """Open the board as `user`, logged in, once its live channel is up."""
+    return lambda user: open_as(user, f"/boards/{board.slug}/", live=True)
 
 
 def card(page, ticket, column=None):
@@ -96,15 +42,6 @@ def cards_list(page, column, phase=None):
 def handle(page, ticket):
     """Where a person grabs a card to drag it: its row of tags, clear of the title link and the menu."""
     return card(page, ticket).locator(".card-tags")
-
-
-def mark_document(page):
-    """Tag the loaded document, to tell changes made in place from a page load."""
-    page.evaluate("window.sameDocument = true")
-
-
-def same_document(page):
-    return page.evaluate("window.sameDocument === true")
 
 
 def is_move_of(ticket):

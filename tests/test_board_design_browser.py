@@ -15,17 +15,13 @@ from board.models import Task, Ticket
 from board.services import agent_create, task_claim, task_create, ticket_create, ticket_transition, ticket_update
 from discoveries.models import Discovery
 
-from .browser import (
-    chromium_fixture,  # noqa: F401
-    drag,
-    give_browser_password,
-    log_in,
-    server_fixture,  # noqa: F401
-    server_log_fixture,  # noqa: F401
-    tab_to,
-)
+from .browser import drag, same_document, tab_to
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process"),
+]
 
 LIVE_TIMEOUT = 3_000
 WIDE = {"width": 1400, "height": 900}
@@ -34,38 +30,14 @@ SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
 COLUMNS = ["backlog", "analyzing", "building", "testing", "deploying", "done", "blocked"]
 
 
-@pytest.fixture(autouse=True)
-def no_broadcasts_from_the_test_process(settings):
-    # What the test process changes reaches the pages through the server's poll of the event log.
-    settings.CHANNEL_LAYERS = {}
-
-
-@pytest.fixture(autouse=True)
-def _server_log(server_log):
-    return server_log
-
-
 @pytest.fixture
-def open_board(chromium, server, board):
-    """Open the board as `user` at a viewport size and colour scheme; wait until it is live. No script errors allowed."""
-    contexts, errors = [], []
+def open_board(open_as, board):
+    """Open the board as `user` at a viewport size and colour scheme; wait until it is live."""
 
-    def open_as(user, *, viewport=WIDE, scheme="light", query=""):
-        give_browser_password(user)
-        context = chromium.new_context(base_url=server.url, viewport=viewport, color_scheme=scheme)
-        context.set_default_timeout(5_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"{user.username}: {error}"))
-        log_in(page, user.username, f"/boards/{board.slug}/{query}")
-        expect(page.locator("#live-status")).to_have_text("Live")
-        page.evaluate("window.sameDocument = true")
-        return page
+    def open_at(user, *, viewport=WIDE, scheme="light", query=""):
+        return open_as(user, f"/boards/{board.slug}/{query}", live=True, viewport=viewport, color_scheme=scheme)
 
-    yield open_as
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    return open_at
 
 
 def card(page, ticket, column=None):
@@ -101,10 +73,6 @@ def choose(page, ticket, text):
             page.keyboard.press("Enter")
             return
     raise AssertionError(f"no choice {text!r} in the menu of #{ticket.pk}")
-
-
-def same_document(page):
-    return page.evaluate("window.sameDocument === true")
 
 
 def page_width(page):

@@ -9,60 +9,14 @@ from playwright.sync_api import expect
 
 from board.models import Board
 
-from .browser import chromium_browser, give_browser_password, log_in, require_chromium, running_server
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process"),
+]
 
 # The server polls its log (and re-checks access) every second.
 LIVE_TIMEOUT = 3_000
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(chromium, django_db_setup, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def server_log(server):
-    offset = server.log_size()
-    yield
-    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
-
-
-@pytest.fixture(autouse=True)
-def no_broadcasts_from_the_test_process(settings):
-    # The test process stands for another process: what it changes reaches the pages through the server's poll.
-    settings.CHANNEL_LAYERS = {}
-
-
-@pytest.fixture
-def open_as(chromium, server):
-    """A new browser context logged in as `user`, on `path`; no page may raise a script error."""
-    contexts = []
-    errors = []
-
-    def open_as(user, path="/"):
-        give_browser_password(user)
-        context = chromium.new_context(base_url=server.url)
-        context.set_default_timeout(5_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"{user.username}: {error}"))
-        log_in(page, user.username, path)
-        return page
-
-    yield open_as
-    for context in contexts:
-        context.close()
-    assert not errors, errors
 
 
 def test_a_new_user_creates_a_board_and_adds_a_member_who_then_sees_it(open_as, workflow, bob, charlie):

@@ -444,71 +444,18 @@ def test_the_page_costs_the_same_queries_with_10_or_200_discoveries(bob_client, 
 
 # Live, in a real browser: Chromium on a Daphne server of the test database (see tests/browser.py)
 
-# The server polls the event log every second; a new discovery shows within a few.
-LIVE_TIMEOUT = 5_000
-
-
-@pytest.fixture(scope="module", name="chromium")
-def chromium_fixture():
-    from .browser import chromium_browser, require_chromium
-
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module", name="server")
-def server_fixture(chromium, django_db_setup, tmp_path_factory):
-    from .browser import running_server
-
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
-# Named apart from their functions so that test_agents_page.py can import them without shadowing.
-@pytest.fixture(name="open_page")
-def open_page_fixture(chromium, server):
-    """Open a board page (a path) as `user` in a new browser context and wait until it is live.
-
-    Every page must get through its test without an uncaught script error.
-    """
-    from playwright.sync_api import expect
-
-    from .browser import give_browser_password, log_in
-
-    contexts, errors = [], []
-    offset = server.log_size()
-
-    def open_as(user, path):
-        give_browser_password(user)
-        context = chromium.new_context(base_url=server.url)
-        context.set_default_timeout(LIVE_TIMEOUT)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"{user.username}: {error}"))
-        log_in(page, user.username, path)
-        expect(page.locator("#live-status")).to_have_text("Live")
-        page.evaluate("window.sameDocument = true")
-        return page
-
-    yield open_as
-    for context in contexts:
-        context.close()
-    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
-    assert not errors, errors
-
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_the_list_shows_new_and_resolved_discoveries_as_they_happen(open_page, board, bob, alice, builder, settings):
+@pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process")
+def test_the_list_shows_new_and_resolved_discoveries_as_they_happen(open_as, board, bob, alice, builder):
     from playwright.sync_api import expect
 
-    settings.CHANNEL_LAYERS = {}  # the test process stands for an agent elsewhere: the server's poll carries it
     agent, _ = builder
     ticket = ticket_create(board=board, title="Login page", actor=alice, phase="PHASE_IMPLEMENTATION")
     task = task_create(ticket=ticket, title="Write the form", actor=alice)
     old = discovery_record(source_task=task, discovery_type="bug", description="Old bug", actor=agent)
-    page = open_page(bob, reverse("discoveries:list", args=[board.slug]) + "?type=bug")
+    page = open_as(bob, reverse("discoveries:list", args=[board.slug]) + "?type=bug", live=True)
     expect(page.locator("tbody tr")).to_have_count(1)
 
     new = discovery_record(source_task=task, discovery_type="bug", description="Fresh <b>bug</b>", actor=agent)
@@ -527,15 +474,15 @@ def test_the_list_shows_new_and_resolved_discoveries_as_they_happen(open_page, b
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_reason_being_typed_survives_news_and_resolves(open_page, board, bob, alice, builder, settings):
+@pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process")
+def test_a_reason_being_typed_survives_news_and_resolves(open_as, board, bob, alice, builder):
     from playwright.sync_api import expect
 
-    settings.CHANNEL_LAYERS = {}
     agent, _ = builder
     ticket = ticket_create(board=board, title="Login page", actor=alice, phase="PHASE_IMPLEMENTATION")
     task = task_create(ticket=ticket, title="Write the form", actor=alice)
     found = discovery_record(source_task=task, discovery_type="bug", description="Crash", actor=agent)
-    page = open_page(bob, reverse("discoveries:list", args=[board.slug]))
+    page = open_as(bob, reverse("discoveries:list", args=[board.slug]), live=True)
     row = page.locator(f"#discovery-{found.pk}")
     row.get_by_text("Resolve…").click()
     row.get_by_label("Reason").fill("Fixed by the new form")

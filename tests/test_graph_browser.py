@@ -16,66 +16,28 @@ from board.models import Task
 from board.services import task_claim, task_complete, task_create, ticket_create
 from discoveries.services import discovery_branch, discovery_resolve
 
-from .browser import chromium_browser, give_browser_password, log_in, require_chromium, running_server
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process"),
+]
 
 # The server polls its log every second; a broadcast is faster.
 LIVE_TIMEOUT = 3_000
 MARKUP = '<img src=x onerror="window.injected=1"><b>bold</b><script>window.injected=2</script>'
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(chromium, django_db_setup, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def server_log(server):
-    offset = server.log_size()
-    yield
-    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
-
-
-@pytest.fixture(autouse=True)
-def no_broadcasts_from_the_test_process(settings):
-    settings.CHANNEL_LAYERS = {}
-
-
 @pytest.fixture
-def open_graph(chromium, server):
-    """Open a graph page as `user`; wait until it is drawn and live. No page may raise a script error."""
-    contexts, errors = [], []
+def open_graph(open_as):
+    """Open a graph page as `user` (or as another tab of `context`); wait until it is drawn and live."""
 
-    def open_as(user, path, *, context=None):
-        give_browser_password(user)
-        if context is None:
-            context = chromium.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
-            context.set_default_timeout(5_000)
-            contexts.append(context)
-            page = context.new_page()
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            log_in(page, user.username, path)
-        else:
-            page = context.new_page()
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(path)
-        expect(page.locator("#live-status")).to_have_text("Live")
+    def open_at(user, path, *, context=None):
+        options = {} if context else {"viewport": {"width": 1400, "height": 900}}
+        page = open_as(user, path, live=True, context=context, **options)
         page.wait_for_function("window.OmoiGraph && OmoiGraph.metrics.firstRender !== null")
         return page
 
-    yield open_as
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    return open_at
 
 
 def graph_path(board, ticket=None):

@@ -17,38 +17,15 @@ from board.models import PhaseHistory, Ticket
 from board.services import agent_create, task_claim, task_create, task_start, ticket_create
 from discoveries.services import discovery_branch, discovery_record, discovery_resolve
 
-from .browser import chromium_browser, give_browser_password, log_in, require_chromium, running_server
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process"),
+]
 
 PHONE = {"width": 390, "height": 844}
 LONG = "Unbreakable" + "x" * 60
 PAGES = ["graph", "ticket-graph", "discoveries", "agents", "analytics"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(chromium, django_db_setup, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def server_log(server):
-    offset = server.log_size()
-    yield
-    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
-
-
-@pytest.fixture(autouse=True)
-def no_broadcasts_from_the_test_process(settings):
-    settings.CHANNEL_LAYERS = {}
 
 
 def history(board, title, *steps):
@@ -118,28 +95,18 @@ def path_of(name, seed):
 
 
 @pytest.fixture
-def open_page(chromium, server):
+def open_page(open_as):
     """Open a page as `user` at `viewport`, settled: its live status reads Live, a graph is drawn."""
-    contexts, errors = [], []
 
-    def open_as(user, path, *, viewport, color_scheme="light"):
-        give_browser_password(user)
-        context = chromium.new_context(base_url=server.url, viewport=viewport, color_scheme=color_scheme)
-        context.set_default_timeout(5_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        log_in(page, user.username, path)
+    def open_at(user, path, *, viewport, color_scheme="light"):
+        page = open_as(user, path, viewport=viewport, color_scheme=color_scheme)
         if page.locator("#live-status").count():
             expect(page.locator("#live-status")).to_have_text("Live")
         if page.locator("#graph-canvas").count():
             page.wait_for_function("window.OmoiGraph && OmoiGraph.metrics.firstRender !== null")
         return page
 
-    yield open_as
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    return open_at
 
 
 def sideways(page):

@@ -13,17 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from .browser import (
-    ANONYMOUS_PAGES,
-    PAGES,
-    admin_state_fixture,  # noqa: F401
-    chromium_fixture,  # noqa: F401
-    demo_seed_fixture,  # noqa: F401
-    page_path,
-    server_fixture,  # noqa: F401
-    server_log_fixture,  # noqa: F401
-    settle,
-)
+from .browser import ANONYMOUS_PAGES, PAGES, page_path, settle
 
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
 VIEWS = {

@@ -10,9 +10,13 @@ from playwright.sync_api import expect
 from board.models import PhaseHistory, TicketComment
 from board.services import agent_create, task_claim, task_create, ticket_comment, ticket_create
 
-from .browser import chromium_browser, give_browser_password, log_in, require_chromium, running_server
+from .browser import mark_document, same_document
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("server_log", "no_broadcasts_from_the_test_process"),
+]
 
 PHONE = {"width": 390, "height": 844}
 WIDE = {"width": 1400, "height": 900}
@@ -33,31 +37,6 @@ See https://example.org/a/very/long/path/that/keeps/going/and/going/without/any/
 """
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require_chromium()
-    with chromium_browser() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(chromium, django_db_setup, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def server_log(server):
-    offset = server.log_size()
-    yield
-    print(f"--- Daphne log ({server.log_path}) ---\n{server.log_since(offset)}")
-
-
-@pytest.fixture(autouse=True)
-def no_broadcasts_from_the_test_process(settings):
-    settings.CHANNEL_LAYERS = {}
-
-
 @pytest.fixture
 def ticket(board, alice):
     ticket = ticket_create(
@@ -71,32 +50,13 @@ def ticket(board, alice):
 
 
 @pytest.fixture
-def open_ticket(chromium, server, ticket):
-    """Open the ticket page as `user` at `viewport`; no page may raise a script error."""
-    contexts, errors = [], []
-
-    def open_as(user, viewport=WIDE):
-        give_browser_password(user)
-        context = chromium.new_context(base_url=server.url, viewport=viewport)
-        context.set_default_timeout(5_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"{user.username}: {error}"))
-        log_in(page, user.username, f"/boards/{ticket.board.slug}/tickets/{ticket.pk}/")
-        return page
-
-    yield open_as
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+def open_ticket(open_as, ticket):
+    """Open the ticket page as `user` at `viewport`."""
+    return lambda user, viewport=WIDE: open_as(user, ticket_path(ticket), viewport=viewport)
 
 
-def mark_document(page):
-    page.evaluate("window.sameDocument = true")
-
-
-def same_document(page):
-    return page.evaluate("window.sameDocument === true")
+def ticket_path(ticket):
+    return f"/boards/{ticket.board.slug}/tickets/{ticket.pk}/"
 
 
 def test_a_member_comments_and_the_comment_and_activity_appear_in_place(open_ticket, bob, ticket):
@@ -127,19 +87,13 @@ def test_a_blank_comment_is_refused_in_place_and_keeps_nothing(open_ticket, bob)
     assert TicketComment.objects.count() == 1  # the fixture's
 
 
-def test_comments_work_without_scripts(chromium, server, ticket, bob):
-    give_browser_password(bob)
-    context = chromium.new_context(base_url=server.url, java_script_enabled=False)
-    try:
-        page = context.new_page()
-        log_in(page, bob.username, f"/boards/{ticket.board.slug}/tickets/{ticket.pk}/")
-        page.get_by_label("Add a comment").fill("Posted without htmx")
-        page.get_by_role("button", name="Comment").click()
-        expect(page.locator(".messages")).to_contain_text("Comment posted.")
-        expect(page.locator(".ticket-comment").last).to_contain_text("Posted without htmx")
-        assert page.url.endswith(f"#comment-{TicketComment.objects.latest('id').pk}")
-    finally:
-        context.close()
+def test_comments_work_without_scripts(open_as, ticket, bob):
+    page = open_as(bob, ticket_path(ticket), java_script_enabled=False)
+    page.get_by_label("Add a comment").fill("Posted without htmx")
+    page.get_by_role("button", name="Comment").click()
+    expect(page.locator(".messages")).to_contain_text("Comment posted.")
+    expect(page.locator(".ticket-comment").last).to_contain_text("Posted without htmx")
+    assert page.url.endswith(f"#comment-{TicketComment.objects.latest('id').pk}")
 
 
 def test_a_member_moves_the_ticket_to_the_next_phase(open_ticket, bob, ticket):
