@@ -33,13 +33,18 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture
-def workflow(db):
-    """The default workflow; reloaded when a transactional test has flushed the data migration's copy."""
+def default_workflow():
+    """The default workflow, put back as the migrations left it when a flush removed their copy."""
     existing = Workflow.objects.filter(slug=DEFAULT_WORKFLOW_SLUG).first()
     if existing:
         return existing
     return workflow_load(definition=read_workflow_file(DEFAULT_WORKFLOW_FILE), slug=DEFAULT_WORKFLOW_SLUG).workflow
+
+
+@pytest.fixture
+def workflow(db):
+    """The default workflow; reloaded when a transactional test has flushed the data migration's copy."""
+    return default_workflow()
 
 
 @pytest.fixture
@@ -202,6 +207,9 @@ def demo_seed(server, django_db_blocker):
     yield seed
     with django_db_blocker.unblock():
         call_command("flush", interactive=False, verbosity=0)
+        # These modules' tests are not transactional, so tests of other modules run after them expecting
+        # what the migrations installed, as they would find it after a transactional test's rollback.
+        default_workflow()
         # Beside Playwright's event loop Django keeps this connection apart from the one pytest-django
         # closes at the end; left open, PostgreSQL would refuse to drop the test database.
         connections.close_all()
