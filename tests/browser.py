@@ -407,6 +407,25 @@ def spread_history_over_weeks(board, *, days=28, step_days=2):
         Ticket.objects.filter(pk=ticket.pk).update(created_at=start)
 
 
+@contextlib.contextmanager
+def seeded_page(chromium, server, name, path, *, viewport, theme, admin_state):
+    """Page `name` of the seeded board open at `path`, as the admin (or anonymous for a sign-in page), settled."""
+    context = chromium.new_context(
+        base_url=server.url,
+        viewport=viewport,
+        storage_state=None if name in ANONYMOUS_PAGES else admin_state,
+    )
+    try:
+        page = context.new_page()
+        page.emulate_media(color_scheme=theme)
+        response = page.goto(path)
+        assert response.status == 200, f"{path} answered {response.status}"
+        settle(page)
+        yield page
+    finally:
+        context.close()
+
+
 def settle(page):
     """Wait until the page has drawn what it loads after the document: its requests, fonts and live status."""
     page.wait_for_load_state("networkidle")

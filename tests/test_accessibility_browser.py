@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from .browser import ANONYMOUS_PAGES, PAGES, page_path, settle
+from .browser import PAGES, page_path, seeded_page
 
 AXE = Path(settings.BASE_DIR) / "static" / "vendor" / "axe-core" / "axe.min.js"
 BLOCKING = {"serious", "critical"}
@@ -54,21 +54,10 @@ def test_the_page_has_no_serious_accessibility_violation(
     name, theme, chromium, server, demo_seed, admin_state, server_log
 ):
     path = page_path(name, demo_seed)
-    context = chromium.new_context(
-        base_url=server.url,
-        viewport={"width": 1400, "height": 900},
-        storage_state=None if name in ANONYMOUS_PAGES else admin_state,
-    )
-    try:
-        page = context.new_page()
-        page.emulate_media(color_scheme=theme)
-        response = page.goto(path)
-        assert response.status == 200, f"{path} answered {response.status}"
-        settle(page)
+    viewport = {"width": 1400, "height": 900}
+    with seeded_page(chromium, server, name, path, viewport=viewport, theme=theme, admin_state=admin_state) as page:
         page.add_script_tag(path=AXE)
         violations = page.evaluate(RUN_AXE)
-    finally:
-        context.close()
 
     blocking = [violation for violation in violations if violation["impact"] in BLOCKING]
     others = [violation for violation in violations if violation["impact"] not in BLOCKING]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from .browser import ANONYMOUS_PAGES, PAGES, page_path, settle
+from .browser import PAGES, page_path, seeded_page
 
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
 VIEWS = {
@@ -53,24 +53,12 @@ def screenshots():
 def test_screenshot(name, view, chromium, server, demo_seed, admin_state, screenshots, server_log):
     path = page_path(name, demo_seed)
     viewport, theme = VIEWS[view]
-    context = chromium.new_context(
-        base_url=server.url,
-        viewport=viewport,
-        storage_state=None if name in ANONYMOUS_PAGES else admin_state,
-    )
-    try:
-        page = context.new_page()
-        page.emulate_media(color_scheme=theme)
-        response = page.goto(path)
-        assert response.status == 200, f"{path} answered {response.status}"
-        settle(page)
+    with seeded_page(chromium, server, name, path, viewport=viewport, theme=theme, admin_state=admin_state) as page:
         target = screenshots / f"{name}-{view}.png"
         page.screenshot(path=target, full_page=True)
         assert target.stat().st_size > 0
         scroll_width = page.evaluate("document.documentElement.scrollWidth")
         overflowing = page.evaluate(OVERFLOWING, viewport["width"]) if scroll_width > viewport["width"] else []
-    finally:
-        context.close()
 
     if viewport["width"] == PHONE_WIDTH:
         assert scroll_width <= PHONE_WIDTH, (
