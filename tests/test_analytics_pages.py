@@ -15,6 +15,8 @@ from board.services import task_create, ticket_create
 from discoveries.models import Discovery
 from discoveries.services import discovery_branch
 
+from .history_samples import history
+
 pytestmark = pytest.mark.django_db
 
 MARKUP = '<script>alert("x")</script><b>bold</b>'
@@ -29,18 +31,6 @@ def bob_client(client, bob):
 def analytics_url(board, query=""):
     url = reverse("discoveries:analytics", args=[board.slug])
     return f"{url}?{query}" if query else url
-
-
-def history(board, title, *steps):
-    """A ticket whose history is `steps`: (phase key, moment), the first its creation; written row by row."""
-    phases = {phase.key: phase for phase in board.workflow.phases.all()}
-    ticket = Ticket.objects.create(board=board, title=title, phase=phases[steps[-1][0]])
-    previous = ""
-    for key, moment in steps:
-        row = PhaseHistory.objects.create(ticket=ticket, from_key=previous, to_key=key, to_phase=phases[key], actor="t")
-        PhaseHistory.objects.filter(pk=row.pk).update(created_at=moment)
-        previous = key
-    return ticket
 
 
 def cells(html, table_id):

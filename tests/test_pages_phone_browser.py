@@ -13,9 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from board.models import PhaseHistory, Ticket
 from board.services import agent_create, task_claim, task_create, task_start, ticket_create
 from discoveries.services import discovery_branch, discovery_record, discovery_resolve
+
+from .history_samples import history
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,18 +27,6 @@ pytestmark = [
 PHONE = {"width": 390, "height": 844}
 LONG = "Unbreakable" + "x" * 60
 PAGES = ["graph", "ticket-graph", "discoveries", "agents", "analytics"]
-
-
-def history(board, title, *steps):
-    """A ticket whose phase history is `steps`: (phase key, moment), the first its creation."""
-    phases = {phase.key: phase for phase in board.workflow.phases.all()}
-    ticket = Ticket.objects.create(board=board, title=title, phase=phases[steps[-1][0]])
-    previous = ""
-    for key, moment in steps:
-        row = PhaseHistory.objects.create(ticket=ticket, from_key=previous, to_key=key, to_phase=phases[key], actor="t")
-        PhaseHistory.objects.filter(pk=row.pk).update(created_at=moment)
-        previous = key
-    return ticket
 
 
 @pytest.fixture
