@@ -64,7 +64,8 @@ from django.utils.crypto import constant_time_compare
 
 from .events import board_group
 from .middleware import bearer_token
-from .models import Agent, Board, Event
+from .models import Agent, Board
+from .selectors.events import events_after, last_event_id, missed_more_than, newest_event_id
 from .services import agent_authenticate
 
 logger = logging.getLogger(__name__)
@@ -553,19 +554,13 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         return self._newest_event_id()
 
     def _newest_event_id(self):
-        return Event.objects.filter(board_id=self.board_id).order_by("-id").values_list("id", flat=True).first() or 0
+        return last_event_id(self.board_id)
 
     @database_sync_to_async
     def replay_check(self, after, limit):
         """(newest event id of the board, whether the log has reached `after`, whether more than `limit` are missed)."""
-        newest_anywhere = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        missed = Event.objects.filter(board_id=self.board_id, id__gt=after).order_by("id").values_list("id", flat=True)
-        return self._newest_event_id(), after <= newest_anywhere, bool(missed[limit : limit + 1])
+        return self._newest_event_id(), after <= newest_event_id(), missed_more_than(self.board_id, after, limit)
 
     @database_sync_to_async
     def events_after(self, after, *, before=None):
-        # One query on the (board, id) index.
-        events = Event.objects.filter(board_id=self.board_id, id__gt=after)
-        if before is not None:
-            events = events.filter(id__lt=before)
-        return [event.as_message() for event in events.order_by("id")[:BATCH_SIZE]]
+        return events_after(self.board_id, after, before=before, limit=BATCH_SIZE)

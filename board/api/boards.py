@@ -3,8 +3,8 @@
 from django.db.models import Count
 from ninja import Router
 
-from ..models import Board, Event
-from ..selectors import BoardFilters, agent_board, board_columns
+from ..models import Board
+from ..selectors import BoardFilters, agent_board, board_columns, last_event_id
 from .schemas import BoardOut
 
 router = Router(tags=["boards"])
@@ -19,7 +19,7 @@ def list_boards(request):
 @router.get("/{slug}", response=BoardOut, summary="The board: columns, counts, limits and the first tickets of each")
 def get_board(request, slug: str):
     board = agent_board(request.auth, slug)
-    last = Event.objects.filter(board=board).order_by("-id").values_list("id", flat=True).first() or 0
+    last = last_event_id(board.pk)
     views = board_columns(board, BoardFilters())
     phase_keys = {phase.pk: phase.key for view in views for phase in view.phases}
     return {

@@ -14,6 +14,7 @@ from .columns import (
     column_cards_after,
     move_choices,
 )
+from .events import last_event_id
 from .gates import Gate, OutputCheck, output_check, ticket_gate, ticket_gates, with_gate_facts
 from .lookups import agent_board, agent_phase, agent_task, agent_tasks, agent_ticket
 
@@ -36,6 +37,7 @@ __all__ = [
     "board_agents",
     "board_columns",
     "board_view",
+    "last_event_id",
     "column_cards_after",
     "move_choices",
     "output_check",

@@ -4,15 +4,15 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from ..models import Agent, Event
+from ..models import Agent
 from ..selectors import (
     board_agents,
+    last_event_id,
 )
 from ..services import agent_revoke, agent_silence_limit
 from .common import board_for, vary_on_htmx
@@ -24,7 +24,7 @@ def agents_view(request, slug):
     """The board's agents: what each is, holds and has done; staff may revoke one. htmx gets the list alone."""
     board = board_for(request, slug)
     # Read before the list: whatever happens after this id, the page's live connection replays.
-    last_event_id = Event.objects.filter(board=board).aggregate(last=Max("id"))["last"] or 0
+    seen = last_event_id(board.pk)
     now = timezone.now()
     context = {
         "board": board,
@@ -32,7 +32,7 @@ def agents_view(request, slug):
         "now": now,
         "heartbeat_seconds": int(settings.OMOI_HEARTBEAT_INTERVAL.total_seconds()),
         "may_revoke": request.user.is_staff,
-        "last_event_id": last_event_id,
+        "last_event_id": seen,
         "tickets_url": reverse("board:ticket-create", args=[board.slug]).removesuffix("new/"),
     }
     template = "board/agents.html#agent-list" if request.htmx and not request.htmx.boosted else "board/agents.html"

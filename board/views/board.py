@@ -7,7 +7,6 @@ Views parse input, call a service and render; the rules live in
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Max
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
@@ -17,8 +16,8 @@ from django.views.decorators.http import require_GET, require_POST
 from ..errors import Refused
 from ..events import EventType
 from ..forms import BoardFilterForm, MoveForm
-from ..models import Event, Ticket
-from ..selectors import LANE_ORDER, board_view, column_cards_after, move_choices
+from ..models import Ticket
+from ..selectors import LANE_ORDER, board_view, column_cards_after, last_event_id, move_choices
 from ..services import ticket_move
 from .common import bad_request, board_for, filter_query, shown, vary_on_htmx, workflow_phases
 
@@ -128,13 +127,13 @@ def _decorate(cards, menus, names):
 def board_detail(request, slug):
     board = board_for(request, slug)
     # Read before the columns: whatever happens after this id, the page replays.
-    last_event_id = Event.objects.filter(board=board).aggregate(last=Max("id"))["last"] or 0
+    seen = last_event_id(board.pk)
     phases = workflow_phases(board)
     filter_form = BoardFilterForm(request.GET, phases=phases)
     filter_form.is_valid()
     board_read = board_view(board, filter_form.filters())
     context = _board_context(request, board, phases, filter_form, board_read)
-    context["last_event_id"] = last_event_id
+    context["last_event_id"] = seen
     context["event_types"] = {event_type.name: event_type.value for event_type in EventType}
     template = "board/board.html#board-body" if request.htmx and not request.htmx.boosted else "board/board.html"
     return vary_on_htmx(render(request, template, context))

@@ -9,14 +9,14 @@ task's JSON when an event says too little or the user opens a task.
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.db.models import Max
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
-from board.models import Board, Event, Task, Ticket
+from board.models import Board, Task, Ticket
+from board.selectors import last_event_id
 from phases.models import Phase
 
 from ..graph import branch_rows, graph_filtered, task_details, workflow_graph
@@ -87,11 +87,6 @@ def _query_with(query, **values):
 def _board_for(request, slug):
     """The board if the user is a member or staff; 404 otherwise, so that outsiders learn nothing."""
     return get_object_or_404(Board.objects.visible_to(request.user).select_related("workflow"), slug=slug)
-
-
-def _last_event_id(board):
-    # Read before the graph: whatever happens after this id, the page replays.
-    return Event.objects.filter(board=board).aggregate(last=Max("id"))["last"] or 0
 
 
 def _phases(board):
@@ -176,8 +171,9 @@ def ticket_graph(request, slug, pk):
 
 
 def _graph_json(board, of):
-    last_event_id = _last_event_id(board)
-    return JsonResponse({"last_event_id": last_event_id, **workflow_graph(of)})
+    # Read before the graph: whatever happens after this position, the page replays.
+    seen = last_event_id(board.pk)
+    return JsonResponse({"last_event_id": seen, **workflow_graph(of)})
 
 
 @login_required
@@ -201,8 +197,9 @@ def ticket_graph_data(request, slug, pk):
 def graph_task(request, slug, pk):
     """One task of the board as JSON: its node, its edges and what the side panel shows."""
     board = _board_for(request, slug)
-    last_event_id = _last_event_id(board)
+    # Read before the graph: whatever happens after this position, the page replays.
+    seen = last_event_id(board.pk)
     details = task_details(board, pk)
     if details is None:
         raise Http404(f"Board {board.name} has no task {pk}.")
-    return JsonResponse({"last_event_id": last_event_id, **details})
+    return JsonResponse({"last_event_id": seen, **details})

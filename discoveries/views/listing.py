@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Max, Prefetch
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -14,7 +14,8 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from board.errors import Refused
-from board.models import Board, Event, Task
+from board.models import Board, Task
+from board.selectors import last_event_id
 from phases.models import Phase
 
 from ..models import Discovery
@@ -96,7 +97,7 @@ def discovery_list(request, slug):
     """The page, or for htmx its list (a filter change, a live refresh) or its next rows (`after`)."""
     board = _board_for(request, slug)
     # Read before the list: whatever happens after this id, the page's live connection replays.
-    last_event_id = Event.objects.filter(board=board).aggregate(last=Max("id"))["last"] or 0
+    seen = last_event_id(board.pk)
     phases = list(Phase.objects.filter(workflow_id=board.workflow_id).in_order())
     form = DiscoveryFilterForm(request.GET, board=board, phases=phases)
     form.is_valid()
@@ -114,7 +115,7 @@ def discovery_list(request, slug):
         "after": after,
         "total": matching.count(),
         "now": timezone.now(),
-        "last_event_id": last_event_id,
+        "last_event_id": seen,
         "reason_max": REASON_MAX,
         "closing": [Discovery.Resolution.RESOLVED, Discovery.Resolution.INVALID],
     }
