@@ -62,7 +62,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from .events import board_group
+from .events import BROADCASTER, board_group
 from .middleware import bearer_token
 from .models import Agent, Board
 from .selectors.events import events_after, last_event_id, missed_more_than, newest_event_id
@@ -102,6 +102,19 @@ def parse_event_id(value):
         number = int(value)
         return number if number <= MAX_EVENT_ID else None
     return None
+
+
+def follows_on(event, last_sent):
+    """Whether a broadcast event comes right after position `last_sent`, with nothing of its board between.
+
+    An event carries the position of its board's event before it (`previous`): positions are shared by
+    all boards, so the gap between two events of one board says nothing by itself. Without it, only the
+    next position is known to follow on.
+    """
+    previous = event.get("previous")
+    if isinstance(previous, int) and not isinstance(previous, bool):
+        return previous <= last_sent
+    return event.get("id") == last_sent + 1
 
 
 def poll_seconds():
@@ -219,6 +232,7 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         """
         self.scope = scope
         self.base_send = send
+        BROADCASTER.serve_on(asyncio.get_running_loop())
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = None
         if self.channel_layer is not None:
@@ -428,9 +442,8 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             try:
                 if not await self.allowed():
                     return
-                if event_id > self.last_sent + 1:
-                    # Ids are shared by all boards, so a jump may be a gap or nothing:
-                    # the log says which. Earlier events of this board go first.
+                if not follows_on(event, self.last_sent):
+                    # Earlier events of this board are missing here: the log has them, and they go first.
                     await self.send_events_after(before=event_id)
             except Exception:
                 # Sending this one now could skip missing ones or reach a socket that lost access;

@@ -6,16 +6,19 @@ board's pages once the change commits. The names are dotted
 template, so the JavaScript that decodes events holds no copy of them.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from .models import Board, Event
+from .models import Event
 
 logger = logging.getLogger(__name__)
 
@@ -101,38 +104,112 @@ def actor_user(actor):
 # Whether the last broadcast failed: while the channel layer is down, one warning says so, not one per event.
 _layer_down = False
 
+# Events read and sent together, at most.
+BATCH = 100
 
-def _broadcast(event):
-    global _layer_down
+
+class Broadcaster:
+    """Sends committed events to their boards' groups, from the server's event loop when there is one.
+
+    Each event is handed over as its transaction commits (`transaction.on_commit`). In the web server, whose
+    event loop serves the sockets (`serve_on`), the hand-over is all the request waits for: one task of the
+    loop reads the events' positions, given at commit (`Event.seq`), a batch at a time, and sends them in
+    position order. Elsewhere (the orchestrator, a management command, a test without a server) the event
+    is read and sent at once. A broadcast is only the fast path: a page that misses one gets the event from
+    its poll of the log.
+    """
+
+    def __init__(self):
+        self.loop = None
+        self.queue = None
+
+    def serve_on(self, loop):
+        """Send from `loop` from now on (called on it, by the server's entry points; cheap when already so)."""
+        if self.loop is loop:
+            return
+        self.queue = asyncio.Queue()
+        self.loop = loop
+        loop.create_task(self._work(self.queue))
+
+    def send_after_commit(self, event_id):
+        loop, waiting = self.loop, self.queue
+        if loop is not None and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(waiting.put_nowait, event_id)
+                return
+            except RuntimeError:
+                pass  # the loop closed meanwhile
+        broadcast_now([event_id])
+
+    async def _work(self, waiting):
+        while True:
+            batch = [await waiting.get()]
+            while len(batch) < BATCH and not waiting.empty():
+                batch.append(waiting.get_nowait())
+            try:
+                messages = await database_sync_to_async(_messages)(batch)
+            except Exception:
+                logger.warning("Could not read %s events to broadcast", len(batch), exc_info=True)
+                continue
+            layer = get_channel_layer()
+            for group, message in messages if layer is not None else ():
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    _broadcast_failed(message)
+                else:
+                    _broadcast_done(message)
+
+
+BROADCASTER = Broadcaster()
+
+
+def _messages(event_ids):
+    """(group, message) for each of these committed events, in position order; deleted ones are left out."""
+    events = sorted(Event.objects.filter(pk__in=event_ids), key=lambda event: (event.seq or 0, event.pk))
+    return [(board_group(event.board_id), {"type": "board.event", "event": event.as_message()}) for event in events]
+
+
+def broadcast_now(event_ids):
+    """Read these committed events and send them to their boards' groups, in this thread."""
     layer = get_channel_layer()
     if layer is None:
         return
-    try:
-        async_to_sync(layer.group_send)(
-            board_group(event.board_id), {"type": "board.event", "event": event.as_message()}
-        )
-    except Exception:
-        # The row is already committed: open pages get it from their poll of
-        # the log, and a page that reconnects replays it.
-        if _layer_down:
-            logger.debug("Could not broadcast event %s", event.pk, exc_info=True)
+    for group, message in _messages(event_ids):
+        try:
+            async_to_sync(layer.group_send)(group, message)
+        except Exception:
+            _broadcast_failed(message)
         else:
-            logger.warning("Could not broadcast event %s; the channel layer is down", event.pk, exc_info=True)
-        _layer_down = True
+            _broadcast_done(message)
+
+
+def _broadcast_failed(message):
+    # The row is already committed: open pages get it from their poll of the log, and a page that
+    # reconnects replays it.
+    global _layer_down
+    position = message["event"]["id"]
+    if _layer_down:
+        logger.debug("Could not broadcast event %s", position, exc_info=True)
     else:
-        if _layer_down:
-            logger.warning("Broadcasting again from event %s", event.pk)
-        _layer_down = False
+        logger.warning("Could not broadcast event %s; the channel layer is down", position, exc_info=True)
+    _layer_down = True
+
+
+def _broadcast_done(message):
+    global _layer_down
+    if _layer_down:
+        logger.warning("Broadcasting again from event %s", message["event"]["id"])
+    _layer_down = False
 
 
 def event_emit(*, board, type, entity, payload=None, actor=None):
     """Record an event in the current transaction; broadcast it after commit.
 
-    The board row is locked first, until the transaction ends: ids are handed
-    out at insert but transactions commit in any order, and a reader that
-    resumes "after id N" must never find N+1 committing later than N+2.
+    Nothing is locked here: the event's position in its board's log is given
+    by the database as the transaction commits, in commit order (see
+    `Event.seq`), so writers of one board do not wait for each other.
     """
-    list(Board.objects.select_for_update().filter(pk=board.pk).values_list("pk"))
     event = Event.objects.create(
         board=board,
         type=type,
@@ -141,5 +218,5 @@ def event_emit(*, board, type, entity, payload=None, actor=None):
         payload=payload or {},
         actor=actor_label(actor),
     )
-    transaction.on_commit(lambda: _broadcast(event))
+    transaction.on_commit(partial(BROADCASTER.send_after_commit, event.pk))
     return event

@@ -7,6 +7,7 @@ hold hundreds of megabytes in memory. `ApiGuardMiddleware` is the Django
 middleware behind it (checks the JSON itself, replays Idempotency-Keys).
 """
 
+import asyncio
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
+from .events import BROADCASTER
 from .models import IdempotencyRecord
 from .services import agent_authenticate, idempotency_prune
 
@@ -58,6 +60,8 @@ class ApiBodyGuard:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        # This loop serves the requests: what they change is broadcast from it, after the answer.
+        BROADCASTER.serve_on(asyncio.get_running_loop())
         if scope["type"] != "http" or scope["method"] not in WRITE_METHODS or not scope["path"].startswith(API_PREFIX):
             return await self.app(scope, receive, send)
         limit = settings.OMOI_API_MAX_BODY_BYTES

@@ -69,6 +69,8 @@ class Board(models.Model):
     # A board with none is managed by staff alone, as every board was before owners.
     owners = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="owned_boards")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The log position of the board's newest committed event, kept by the database (see Event.seq).
+    last_event_seq = models.BigIntegerField(default=0, editable=False)
 
     objects = BoardQuerySet.as_manager()
 
@@ -195,11 +197,18 @@ class Event(models.Model):
     payload = models.JSONField(default=dict, blank=True)
     actor = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The event's place in its board's log, in commit order, given by the database as the transaction
+    # commits (board/migrations/0006_event_log_positions.py); until then it is the id, seen by no one else.
+    # `previous_seq` is the board's event just before it, so a reader can tell a broadcast that follows
+    # on from what it has from one after a gap.
+    seq = models.BigIntegerField(null=True, editable=False)
+    previous_seq = models.BigIntegerField(null=True, editable=False)
 
     class Meta:
         ordering = ["id"]
         indexes = [
-            models.Index(fields=["board", "id"]),
+            models.Index(fields=["board", "seq"]),
+            models.Index(fields=["seq"]),
             models.Index(fields=["entity_type", "entity_id"]),
         ]
 
@@ -207,9 +216,10 @@ class Event(models.Model):
         return f"{self.type} {self.entity_type}:{self.entity_id}"
 
     def as_message(self):
-        """The event as sent to websocket clients."""
+        """The event as sent to websocket clients: its `id` is its position in the board's log (see `seq`)."""
         return {
-            "id": self.pk,
+            "id": self.seq,
+            "previous": self.previous_seq,
             "type": self.type,
             "entity_type": self.entity_type,
             "entity_id": self.entity_id,
@@ -421,7 +431,12 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["ticket", "created_at", "id"]
-        indexes = [models.Index(fields=["status", "-score", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "-score", "created_at"]),
+            # The queue: pending tasks alone, in the claim's order. Small and exact, so the claim's plan
+            # does not depend on the planner's statistics (a fresh bulk load has none).
+            models.Index(fields=["-score", "created_at", "id"], condition=Q(status="pending"), name="board_task_queue"),
+        ]
 
     def __str__(self):
         return f"Task #{self.pk} {self.title}"

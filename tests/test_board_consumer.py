@@ -89,8 +89,11 @@ transition = database_sync_to_async(ticket_transition)
 
 @database_sync_to_async
 def log_quietly(board, count):
-    """Events written the way another process writes them: into the table, with no broadcast here."""
-    return [
+    """Events written the way another process writes them: into the table, with no broadcast here.
+
+    Each commits on its own, and is read back as a page gets it: with the position given at commit.
+    """
+    written = [
         Event.objects.create(
             board=board,
             type="ticket.updated",
@@ -98,9 +101,10 @@ def log_quietly(board, count):
             entity_id=str(n),
             payload={"n": n},
             actor="elsewhere",
-        ).as_message()
+        ).pk
         for n in range(count)
     ]
+    return [event.as_message() for event in Event.objects.filter(pk__in=written).order_by("seq")]
 
 
 # Who may listen
