@@ -69,8 +69,6 @@ class Board(models.Model):
     # A board with none is managed by staff alone, as every board was before owners.
     owners = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="owned_boards")
     created_at = models.DateTimeField(auto_now_add=True)
-    # The log position of the board's newest committed event, kept by the database (see Event.seq).
-    last_event_seq = models.BigIntegerField(default=0, editable=False)
 
     objects = BoardQuerySet.as_manager()
 

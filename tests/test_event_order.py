@@ -113,7 +113,7 @@ def test_a_transactions_events_keep_their_order_and_chain_to_the_boards_previous
     for positions in (chain(board), chain(other)):
         # Each event names the one before it on its board, whatever the other board did between.
         assert [previous for _, previous in positions] == [0] + [seq for seq, _ in positions[:-1]]
-    assert Board.objects.get(pk=board.pk).last_event_seq == chain(board)[-1][0]
+    assert last_event_id(board.pk) == chain(board)[-1][0]
 
 
 def test_a_rolled_back_transaction_leaves_no_position_and_no_hole_in_the_chain(board):

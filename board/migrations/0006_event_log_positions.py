@@ -9,12 +9,12 @@ before it, for all its statements.
 Now each event's position (`seq`) is handed out by the database at commit:
 
 - PostgreSQL: a deferred constraint trigger runs as the transaction commits;
-  it locks the board's row (`last_event_seq`), takes the next value of the
-  events' id sequence, stores it with the board's previous position on the
-  event, and notifies `omoi_events` with the board's id. The row lock is held
-  from there to the end of the commit only, so positions follow commit order
-  within a board. Until it commits, an event's position is its id (a BEFORE
-  INSERT trigger), which no other transaction can see.
+  it locks the board's row, takes the next value of the events' id sequence,
+  stores it on the event with the board's previous position, and notifies
+  `omoi_events` with the board's id. The row lock is held from there to the
+  end of the commit only, so positions follow commit order within a board.
+  Until it commits, an event's position is its id and it has no previous one
+  (a BEFORE INSERT trigger); no other transaction can see it.
 - SQLite runs one write transaction at a time (BEGIN IMMEDIATE), so ids are
   already in commit order: the position is the id, set by an AFTER INSERT trigger.
 
@@ -42,13 +42,16 @@ DECLARE
     before bigint;
     given bigint;
 BEGIN
-    SELECT last_event_seq INTO before FROM board_board WHERE id = NEW.board_id FOR NO KEY UPDATE;
+    -- One commit of the board at a time from here to the end of the commit: positions follow commit order.
+    PERFORM 1 FROM board_board WHERE id = NEW.board_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;  -- the board was deleted in the same transaction, and its events with it
     END IF;
+    -- The board's newest position given so far: this transaction's own events still waiting for theirs
+    -- have no previous_seq yet, and other transactions' uncommitted ones cannot be seen.
+    SELECT max(seq) INTO before FROM board_event WHERE board_id = NEW.board_id AND previous_seq IS NOT NULL;
     given := nextval(%(sequence)s);
-    UPDATE board_board SET last_event_seq = given WHERE id = NEW.board_id;
-    UPDATE board_event SET seq = given, previous_seq = before WHERE id = NEW.id;
+    UPDATE board_event SET seq = given, previous_seq = COALESCE(before, 0) WHERE id = NEW.id;
     PERFORM pg_notify(%(channel)s, NEW.board_id::text);
     RETURN NULL;
 END
@@ -70,31 +73,23 @@ SQLITE = """
 CREATE TRIGGER board_event_seq AFTER INSERT ON board_event FOR EACH ROW
 BEGIN
     UPDATE board_event
-        SET seq = NEW.id, previous_seq = (SELECT last_event_seq FROM board_board WHERE id = NEW.board_id)
+        SET seq = NEW.id,
+            previous_seq = COALESCE((SELECT max(seq) FROM board_event WHERE board_id = NEW.board_id), 0)
         WHERE id = NEW.id;
-    UPDATE board_board SET last_event_seq = NEW.id WHERE id = NEW.board_id;
 END
 """
 
-BACKFILL = [
-    """
-    UPDATE board_event SET seq = board_event.id, previous_seq = earlier.previous
-    FROM (SELECT id, lag(id) OVER (PARTITION BY board_id ORDER BY id) AS previous FROM board_event) AS earlier
-    WHERE earlier.id = board_event.id
-    """,
-    """
-    UPDATE board_board SET last_event_seq = COALESCE(
-        (SELECT max(id) FROM board_event WHERE board_event.board_id = board_board.id), 0
-    )
-    """,
-]
+BACKFILL = """
+UPDATE board_event SET seq = board_event.id, previous_seq = COALESCE(earlier.previous, 0)
+FROM (SELECT id, lag(id) OVER (PARTITION BY board_id ORDER BY id) AS previous FROM board_event) AS earlier
+WHERE earlier.id = board_event.id
+"""
 
 
 def positions_given_at_commit(apps, schema_editor):
     connection = schema_editor.connection
     with connection.cursor() as cursor:
-        for statement in BACKFILL:
-            cursor.execute(statement)
+        cursor.execute(BACKFILL)
         if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_get_serial_sequence('board_event', 'id')")
             sequence = cursor.fetchone()[0]
@@ -127,11 +122,6 @@ class Migration(migrations.Migration):
         migrations.RemoveIndex(
             model_name="event",
             name="board_event_board_i_13236d_idx",
-        ),
-        migrations.AddField(
-            model_name="board",
-            name="last_event_seq",
-            field=models.BigIntegerField(default=0, editable=False),
         ),
         migrations.AddField(
             model_name="event",
