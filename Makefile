@@ -52,18 +52,24 @@ check: lint migrations-check
 
 # Board page and move timings, on SQLite in a temporary file, then on PostgreSQL when one answers
 # (in a new omoi_bench database, dropped afterwards). Results also go to bench/results/<database>.json.
-# Then the agent API over HTTP, Daphne and 16 clients, in a new omoi_api_bench database on that server,
-# and the server's memory across uploads of 300 MB (bench/results/body-limit.json). Then the orchestrator:
-# assignments per second, three orchestrators at once, and a full pass over 1,000 and 10,000 tickets.
+# Then the agent API over HTTP (Daphne, 16 clients, 10,000 tickets and 50,000 tasks: req/s against the health
+# floor, latency, CPU per request, goals PASS/FAIL) and the live channel (fan-out latency to 200 sockets,
+# queries of 1,000 idle ones), each on SQLite, then in a new database on that server with Redis
+# (bench/results/api-*.json, live-*.json). Then the orchestrator: assignments per second, three orchestrators
+# at once, and a full pass over 1,000 and 10,000 tickets. Last, the server's memory across uploads of 300 MB
+# (bench/results/body-limit.json).
 BENCH_POSTGRES_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/omoi_bench)
 
-# Both passes run even when the first fails; make fails if either did. The URL may hold a password: not echoed.
+# Every pass runs even when another fails; make fails if any did. The URL may hold a password: not echoed.
 bench: install
 	@status=0; \
 	DATABASE_URL= $(PY) -m bench.board || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.board --skip-unreachable || status=1; \
 	DATABASE_URL= $(PY) -m bench.graph || status=1; DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.graph --skip-unreachable || status=1; \
-	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.api --skip-unreachable || status=1; \
+	DATABASE_URL= $(PY) -m bench.api --database sqlite || status=1; \
+	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.api --database postgresql --skip-unreachable || status=1; \
+	DATABASE_URL= $(PY) -m bench.live --database sqlite || status=1; \
+	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.live --database postgresql --skip-unreachable || status=1; \
 	DATABASE_URL= $(PY) -m bench.orchestrator || status=1; \
 	DATABASE_URL='$(BENCH_POSTGRES_URL)' $(PY) -m bench.orchestrator --skip-unreachable || status=1; \
 	DATABASE_URL= $(PY) -m bench.analytics || status=1; \

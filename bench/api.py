@@ -1,26 +1,39 @@
-"""Benchmark of the agent API over HTTP: claim, complete and branch under 16 concurrent clients, against Daphne.
+"""Benchmark of the agent API over HTTP against one Daphne process: throughput, latency and CPU per request.
 
-    python -m bench.api                                       # PostgreSQL on 127.0.0.1:5432
-    DATABASE_URL=postgres://user@host:5432/x python -m bench.api  # PostgreSQL on that server
+    python -m bench.api                               # SQLite, then PostgreSQL on 127.0.0.1:5432
+    python -m bench.api --database sqlite             # one of them
+    DATABASE_URL=postgres://user@host:5432/x python -m bench.api --database postgresql --skip-unreachable
+    python -m bench.api --requests 100 --warmup 10    # a quick look
 
-Runs against PostgreSQL only: a new `omoi_api_bench` database on DATABASE_URL's
-server, migrated, seeded (a board, tickets, one agent per client, enough
-pending tasks) and dropped at the end. Daphne serves it in a subprocess, with
-REDIS_URL (default redis://127.0.0.1:6379/2) so every event is broadcast for
-real. Each client is a thread with its own agent token and keep-alive
-connection; latency is client-side, request sent to response read.
+Each database gets a new one, migrated and seeded with a board as agents find
+it after weeks of work (bench.agent_board: 10,000 tickets, 50,000 tasks, some
+held, most done, a long queue; ANALYZE on PostgreSQL), then dropped:
 
-Every endpoint is measured right after a run of GET /api/v1/health on the same
-server, a JSON answer that touches no database (the framework's floor), and is
-reported as a ratio to it: throughput ratio = endpoint req/s / floor req/s,
-p99 ratio = endpoint p99 / floor p99. "task complete" completes tasks the
-agents claimed beforehand, so only the completion is timed; "discovery
-branch" branches from a task the agent holds. Prints a table, writes
-bench/results/api-postgresql.json (Daphne's log beside it, api-daphne.log),
-and exits 1 when any timed request got an unexpected status.
+- SQLite, the embedded default: a temporary file, the in-memory channel layer;
+- PostgreSQL: a new `omoi_api_bench` database on DATABASE_URL's server (by
+  default 127.0.0.1:5432), with Redis (BENCH_REDIS_URL, default
+  redis://127.0.0.1:6379/2) so every event is broadcast for real.
 
-BENCH_REDIS_URL chooses the Redis server; DJANGO_SETTINGS_MODULE, another
-settings module to measure (by default the project's own).
+16 clients (threads, each with its own agent token and keep-alive
+connection) send POST /api/v1/tasks/next, task complete, discovery branch,
+ticket create (POST /api/v1/tickets) and ticket transition (Backlog →
+Requirements Analysis, an allowed move into a column whose WIP limit only
+warns). Each is measured right after a run of GET /api/v1/health (a JSON
+answer that touches no database: the framework's floor) and compared with
+it. Latency is client-side, request sent to response read. CPU per request
+comes from the processes' own accounting (bench.cpu): the Daphne process,
+and on PostgreSQL the whole database server (postmaster and backends), and
+Redis apart; the health run's database figure shows the server's background.
+
+Goals (issue 12), printed PASS/FAIL and stored with the results; a missed
+goal does not change the exit status:
+- PostgreSQL + Redis: each endpoint at least 0.5 × the health run's req/s,
+  server + database CPU at most 12 ms per request, p99 at most 4 × p50;
+- SQLite: p99 at most 300 ms.
+
+Writes bench/results/api-<database>.json (Daphne's log beside it,
+api-daphne-<database>.log) and exits 1 when a timed request got an unexpected
+status. DJANGO_SETTINGS_MODULE chooses another settings module to measure.
 """
 
 import argparse
@@ -29,6 +42,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import secrets
 import socket
 import statistics
@@ -36,28 +50,47 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .databases import Unreachable, describe, postgres_database
+from .databases import Refused, Unreachable, describe, postgres_database, sqlite_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-DAPHNE_LOG = RESULTS / "api-daphne.log"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/omoi_bench"
 DATABASE_NAME = "omoi_api_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/2"
 BOARD_SLUG = "api-bench"
-TICKETS = 50
+DATABASES = ("sqlite", "postgresql")
+
+# The goals of issue 12.
+MIN_THROUGHPUT_RATIO = 0.5
+MAX_CPU_MS = 12.0
+MAX_P99_OVER_P50 = 4.0
+SQLITE_MAX_P99_MS = 300.0
+
+# Tickets are moved from Backlog into Requirements Analysis: an allowed transition, into the Analyzing
+# column, whose WIP limit warns and never refuses.
+TRANSITION_FROM = "PHASE_BACKLOG"
+TRANSITION_TO = "PHASE_REQUIREMENTS"
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--database",
+        choices=[*DATABASES, "both"],
+        default="both",
+        help="sqlite (a temporary file), postgresql (DATABASE_URL's server) or both, one after the other (default)",
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients, one agent each (default 16)")
-    parser.add_argument("--requests", type=int, default=1000, help="timed requests per endpoint (default 1000)")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed requests before each run (default 100)")
-    parser.add_argument("--seed", type=int, default=2024, help="seed of the task scores")
+    parser.add_argument("--requests", type=int, default=500, help="timed requests per endpoint (default 500)")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed requests before each run (default 50)")
+    parser.add_argument("--tickets", type=int, default=10_000, help="tickets on the board (default 10,000)")
+    parser.add_argument("--tasks", type=int, default=50_000, help="tasks on the board (default 50,000)")
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the generated data")
     parser.add_argument(
         "--skip-unreachable",
         action="store_true",
@@ -66,15 +99,70 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.clients < 1 or args.requests < args.clients or args.warmup < 0:
         parser.error("--clients at least 1, --requests at least --clients, --warmup at least 0")
+    if args.tickets < 2 * (args.requests + args.warmup) or args.tasks < 2 * args.tickets:
+        parser.error("--tickets at least twice --requests + --warmup (Backlog tickets to move), --tasks twice that")
     return args
 
 
-def bench_url(url):
+def main(argv=None):
+    args = parse_args(argv)
+    if args.database != "both":
+        return run_database(args)
+    # Django reads its settings once per process: each database gets a process of its own.
+    status = 0
+    for database in DATABASES:
+        command = [sys.executable, "-m", "bench.api", "--database", database, *passed_on(args)]
+        env = dict(os.environ)
+        if database == "sqlite":
+            env.pop("DATABASE_URL", None)
+        status = max(status, 1 if subprocess.run(command, cwd=ROOT, env=env).returncode else 0)
+    return status
+
+
+def passed_on(args):
+    options = ["--clients", "--requests", "--warmup", "--tickets", "--tasks", "--seed"]
+    given = [str(value) for option in options for value in (option, getattr(args, option[2:]))]
+    return given + (["--skip-unreachable"] if args.skip_unreachable else [])
+
+
+def run_database(args):
+    started = time.perf_counter()
+    if args.database == "sqlite":
+        with sqlite_database() as path:
+            env = server_environment(sqlite_path=path)
+            apply_environment(env)
+            status = run(args, env, vendor="sqlite", where="a temporary file", redis_url=None)
+    else:
+        url = bench_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL, DATABASE_NAME)
+        redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+        if not redis_reachable(redis_url):
+            print(f"Redis at {redis_url} does not answer: events are broadcast through the in-memory layer instead.")
+            redis_url = None
+        try:
+            with postgres_database(url) as location:
+                env = server_environment(database_url=location, redis_url=redis_url)
+                apply_environment(env)
+                status = run(args, env, vendor="postgresql", where=describe(location), redis_url=redis_url)
+        except Refused as exc:
+            raise SystemExit(str(exc)) from None
+        except Unreachable as exc:
+            if not args.skip_unreachable:
+                raise SystemExit(str(exc)) from None
+            print(f"{exc}\nAPI benchmark on PostgreSQL skipped.")
+            return 0
+    print(f"Done in {time.perf_counter() - started:.0f} s.")
+    return status
+
+
+# The server
+
+
+def bench_url(url, name):
     """The benchmark database's URL: DATABASE_URL's server, our own database name."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
-        raise SystemExit(f"The API benchmark runs on PostgreSQL; DATABASE_URL names {parts.scheme or 'nothing'}.")
-    return urlunsplit(parts._replace(path=f"/{DATABASE_NAME}"))
+        raise SystemExit(f"The PostgreSQL pass needs a postgres:// DATABASE_URL, not {parts.scheme or 'nothing'}.")
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def redis_reachable(url):
@@ -87,141 +175,32 @@ def redis_reachable(url):
         return False
 
 
-def server_environment(database_url, redis_url):
-    """Production-like settings, for this process (seeding) and for Daphne."""
+def server_environment(*, database_url=None, sqlite_path=None, redis_url=None):
+    """Production-like settings, for this process (seeding) and for Daphne: one database, Redis or not."""
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "omoi_site.settings"),
         DEBUG="false",
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         ALLOWED_HOSTS="127.0.0.1",
-        DATABASE_URL=database_url,
         LOG_LEVEL="WARNING",
     )
-    env.pop("REDIS_URL", None)
+    for name in ("DATABASE_URL", "SQLITE_PATH", "REDIS_URL"):
+        env.pop(name, None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    if sqlite_path:
+        env["SQLITE_PATH"] = sqlite_path
     if redis_url:
         env["REDIS_URL"] = redis_url
     return env
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    url = bench_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
-    redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
-    if not redis_reachable(redis_url):
-        print(f"Redis at {redis_url} does not answer: events are broadcast through the in-memory layer instead.")
-        redis_url = None
-    started = time.perf_counter()
-    try:
-        with postgres_database(url) as location:
-            env = server_environment(location, redis_url)
-            os.environ.update(env)
-            status = run(args, env, describe(location), redis_url)
-    except Unreachable as exc:
-        if not args.skip_unreachable:
-            raise SystemExit(str(exc)) from None
-        print(f"{exc}\nAPI benchmark on PostgreSQL skipped.")
-        return 0
-    print(f"Done in {time.perf_counter() - started:.0f} s.")
-    return status
-
-
-def run(args, env, where, redis_url):
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection, connections
-
-    print(f"Migrating a new PostgreSQL database ({where})…", flush=True)
-    call_command("migrate", interactive=False, verbosity=0)
-    tasks_needed = 2 * (args.requests + args.warmup + args.clients)
-    print(f"Seeding {args.clients} agents and {tasks_needed:,} tasks…", flush=True)
-    agents = seed(clients=args.clients, tasks=tasks_needed, seed=args.seed)
-    # An agent holds one task at a time: each claim measured is made by an agent holding none, which then
-    # holds it for the completion measured next.
-    workers = seed_workers(args.warmup + args.requests)
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        version = cursor.fetchone()[0]
-    connections.close_all()
-
-    with daphne(env) as port:
-        results = measure_all(port, agents, workers, args)
-
-    results = {
-        "database": {"vendor": "postgresql", "version": version, "where": where},
-        "server": "daphne, 1 process",
-        "settings_module": env["DJANGO_SETTINGS_MODULE"],
-        "redis": redis_url,
-        "django": django.get_version(),
-        "python": platform.python_version(),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        # The clients run on the same machine as the server: both show in the figures.
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-        "cpus": os.cpu_count(),
-        "settings": {"clients": args.clients, "requests": args.requests, "warmup": args.warmup, "seed": args.seed},
-        "endpoints": results,
-    }
-    print(report(results))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "api-postgresql.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"Written to {path.relative_to(ROOT)}.")
-    errors = {name: figure["errors"] for name, figure in results["endpoints"].items() if figure["errors"]}
-    if errors:
-        print(f"Unexpected answers: {json.dumps(errors)}; see {DAPHNE_LOG.relative_to(ROOT)}.", file=sys.stderr)
-        return 1
-    return 0
-
-
-def seed(*, clients, tasks, seed):
-    """A board with tickets, `tasks` pending tasks and one agent per client; returns [(agent, token)]."""
-    import random
-
-    from board.models import Board, Priority, Task
-    from board.services import PRIORITY_SCORE, agent_create, ticket_create
-    from phases.defaults import DEFAULT_WORKFLOW_SLUG
-    from phases.models import Workflow
-
-    workflow = Workflow.objects.get(slug=DEFAULT_WORKFLOW_SLUG)
-    board = Board.objects.create(name="API bench", slug=BOARD_SLUG, workflow=workflow)
-    tickets = [ticket_create(board=board, title=f"Ticket {number}", actor="bench") for number in range(TICKETS)]
-    agents = [agent_create(name=f"agent-{n}", boards=[board], actor="bench") for n in range(clients)]
-    rng = random.Random(seed)
-    priorities = list(Priority.values)
-    rows = []
-    for number in range(tasks):
-        ticket = tickets[number % TICKETS]
-        priority = rng.choice(priorities)
-        rows.append(
-            Task(
-                ticket=ticket,
-                phase=ticket.phase,
-                title=f"Task {number}",
-                priority=priority,
-                # Scores spread within each priority, so the queue's order is not the insertion order.
-                score=PRIORITY_SCORE[priority] + rng.random(),
-                created_by="bench",
-            )
-        )
-    Task.objects.bulk_create(rows, batch_size=1000)
-    return agents
-
-
-def seed_workers(count):
-    """Tokens of `count` more agents on the bench board, created in bulk (each claims once, then completes)."""
-    from board.models import Agent, Board
-    from board.services import TOKEN_PREFIX, token_hash
-
-    board = Board.objects.get(slug=BOARD_SLUG)
-    tokens = [f"{TOKEN_PREFIX}bench-worker-{n:06d}-{secrets.token_urlsafe(16)}" for n in range(count)]
-    made = Agent.objects.bulk_create(
-        Agent(name=f"worker-{n}", token_hash=token_hash(token), token_prefix=token[:11])
-        for n, token in enumerate(tokens)
-    )
-    Agent.boards.through.objects.bulk_create(Agent.boards.through(agent=agent, board=board) for agent in made)
-    return tokens
+def apply_environment(env):
+    """Make this process's environment `env` (read by the settings at django.setup())."""
+    for name in set(os.environ) - set(env):
+        del os.environ[name]
+    os.environ.update(env)
 
 
 def free_port():
@@ -230,9 +209,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
+@dataclass
+class Server:
+    port: int
+    pid: int
+
+
 @contextlib.contextmanager
-def daphne(env):
-    """Daphne serving the project on a free port; stopped at the end."""
+def daphne(env, log_path):
+    """Daphne serving the project on a free port, its output in `log_path`; stopped at the end."""
     port = free_port()
     command = [
         sys.executable,
@@ -245,12 +230,12 @@ def daphne(env):
         "omoi_site.asgi:application",
     ]
     RESULTS.mkdir(exist_ok=True)
-    with DAPHNE_LOG.open("w+b") as log:
+    with log_path.open("w+b") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_serving(process, port, log)
             print(f"Daphne is serving on 127.0.0.1:{port}.", flush=True)
-            yield port
+            yield Server(port=port, pid=process.pid)
         finally:
             process.terminate()
             try:
@@ -269,6 +254,111 @@ def wait_until_serving(process, port, log):
         time.sleep(0.2)
     log.seek(0)
     raise SystemExit(f"Daphne did not start:\n{log.read().decode(errors='replace')[-3000:]}")
+
+
+def database_is_local(connection):
+    """Whether the database server runs on this machine, where its processes' CPU can be read."""
+    host = connection.settings_dict.get("HOST") or ""
+    return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+
+
+def other_transactions(connection):
+    """Transactions committed or rolled back so far by the server's other databases (PostgreSQL's statistics)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(SUM(xact_commit + xact_rollback), 0) FROM pg_stat_database "
+            "WHERE datname IS DISTINCT FROM current_database()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+# The run
+
+
+def run(args, env, *, vendor, where, redis_url):
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection, connections
+
+    from board.models import Ticket
+    from board.services import agent_create
+
+    from .agent_board import agent_tokens, counts, populate
+    from .cpu import CpuMeter, postmaster_pid, redis_pid
+    from .databases import database_version
+
+    name = "PostgreSQL" if vendor == "postgresql" else "SQLite"
+    print(f"Migrating a new {name} database ({where})…", flush=True)
+    call_command("migrate", interactive=False, verbosity=0)
+    rng = random.Random(args.seed)
+    print(f"Seeding {args.tickets:,} tickets and {args.tasks:,} tasks…", flush=True)
+    started = time.perf_counter()
+    board = populate(slug=BOARD_SLUG, rng=rng, tickets=args.tickets, tasks=args.tasks)
+    agents = [agent_create(name=f"agent-{n}", boards=[board], actor="bench") for n in range(args.clients)]
+    # An agent holds one task at a time: each claim measured is made by an agent holding none, which then
+    # holds it for the completion measured next.
+    workers = [token for _, token in agent_tokens(board, args.warmup + args.requests, name="worker")]
+    backlog = list(
+        Ticket.objects.filter(board=board, phase__key=TRANSITION_FROM).order_by("pk").values_list("pk", flat=True)
+    )
+    movable = rng.sample(backlog, args.warmup + args.requests)
+    seeded = {**counts(board), "seconds": round(time.perf_counter() - started, 1)}
+    print(f"  {seeded['tickets']:,} tickets, {seeded['tasks']:,} tasks in {seeded['seconds']} s.", flush=True)
+    version = database_version(connection)
+    postgres = vendor == "postgresql"
+    local = postgres and database_is_local(connection)
+    postmaster = postmaster_pid(connection) if local else None
+    redis = redis_pid(urlsplit(redis_url).port or 6379) if redis_url else None
+    others = (lambda: other_transactions(connection)) if postgres else None
+    connections.close_all()
+
+    with daphne(env, RESULTS / f"api-daphne-{vendor}.log") as server:
+        meter = CpuMeter(
+            server_pid=server.pid, postmaster_pid=postmaster, redis_pid=redis, database_in_server=not postgres
+        )
+        endpoints = measure_all(server.port, agents, workers, movable, args, meter, others)
+    connections.close_all()
+
+    results = {
+        "database": {"vendor": vendor, "version": version, "where": where},
+        "server": "daphne, 1 process",
+        "settings_module": env["DJANGO_SETTINGS_MODULE"],
+        "redis": redis_url,
+        "django": django.get_version(),
+        "python": platform.python_version(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        # The clients run on the same machine as the server: both show in the figures.
+        "load_average": [round(load, 2) for load in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "settings": {
+            "clients": args.clients,
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "seed": args.seed,
+        },
+        "seeded": seeded,
+        "cpu_sources": {
+            "server": f"pid {server.pid}",
+            "database": f"postmaster pid {postmaster} and its children"
+            if postmaster
+            else ("in the server process" if not postgres else "unknown (not on this machine)"),
+            "redis": f"pid {redis}" if redis else None,
+        },
+        "endpoints": endpoints,
+    }
+    results["goals"] = judge(vendor, endpoints)
+    print(report(results))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"api-{vendor}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Written to {path.relative_to(ROOT)}.")
+    errors = {name: figure["errors"] for name, figure in endpoints.items() if figure["errors"]}
+    if errors:
+        print(f"Unexpected answers: {json.dumps(errors)}; see bench/results/api-daphne-{vendor}.log.", file=sys.stderr)
+        return 1
+    return 0
 
 
 class Client:
@@ -331,17 +421,23 @@ def run_clients(clients, count, request):
     return time.perf_counter() - started, latencies, errors
 
 
+def percentile_figures(latencies):
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "p50_ms": round(cuts[49] * 1000, 2),
+        "p99_ms": round(cuts[98] * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 2),
+    }
+
+
 def figures(elapsed, latencies, errors):
     if len(latencies) < 2:
-        raise SystemExit(f"Almost no request was answered ({json.dumps(errors)}); see {DAPHNE_LOG.relative_to(ROOT)}.")
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+        raise SystemExit(f"Almost no request was answered ({json.dumps(errors)}); see the Daphne log in bench/results.")
     return {
         "requests": len(latencies),
         "seconds": round(elapsed, 3),
         "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(cuts[49] * 1000, 2),
-        "p99_ms": round(cuts[98] * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2),
+        **percentile_figures(latencies),
         "errors": errors,
     }
 
@@ -362,16 +458,19 @@ def claim_in_process(agents, counts):
     return held
 
 
-def measure_all(port, agents, workers, args):
+def measure_all(port, agents, workers, movable, args, meter, others):
+    """Every endpoint, each after its own health run; `others()` counts the other databases' transactions."""
     clients = [Client(port, token) for _, token in agents]
-    # Each client's share of the workers, in the order its claims and then its completions use them.
+    # Each client's share of the workers (and of the tickets to move), in the order its runs use them.
     per_client = [
         warm + run
         for warm, run in zip(shares(args.warmup, len(clients)), shares(args.requests, len(clients)), strict=True)
     ]
     starts = [sum(per_client[:index]) for index in range(len(clients))]
     fresh = [iter(workers[start : start + count]) for start, count in zip(starts, per_client, strict=True)]
+    to_move = [iter(movable[start : start + count]) for start, count in zip(starts, per_client, strict=True)]
     holding = [[] for _ in clients]
+    held = [[] for _ in clients]
 
     def health(index, client, number):
         status, _, elapsed = client.call("GET", "/api/v1/health")
@@ -383,8 +482,6 @@ def measure_all(port, agents, workers, args):
         if status == 200:
             holding[index].append((token, body["id"], body["attempt"]))
         return status, 200, elapsed
-
-    held = [[] for _ in clients]
 
     def complete(index, client, number):
         if not holding[index]:
@@ -407,12 +504,28 @@ def measure_all(port, agents, workers, args):
         status, _, elapsed = client.call("POST", "/api/v1/discoveries/branch", body)
         return status, 201, elapsed
 
+    def create(index, client, number):
+        body = {
+            "board": BOARD_SLUG,
+            "title": f"Found by client {index}: case {number}",
+            "description": "Steps to reproduce, expected and actual result.",
+            "priority": "HIGH" if number % 4 == 0 else "MEDIUM",
+        }
+        status, _, elapsed = client.call("POST", "/api/v1/tickets", body)
+        return status, 201, elapsed
+
+    def transition(index, client, number):
+        ticket_id = next(to_move[index])
+        body = {"to_phase": TRANSITION_TO, "reason": "Triaged: ready for requirements."}
+        status, _, elapsed = client.call("POST", f"/api/v1/tickets/{ticket_id}/transition", body)
+        return status, 200, elapsed
+
     def timed(name, request, prepare=None):
         floor = timed_run(f"{name}: floor", health)
         if prepare:
             prepare()
         measured = timed_run(name, request)
-        measured["floor"] = {key: floor[key] for key in ("rps", "p50_ms", "p99_ms", "errors")}
+        measured["floor"] = {key: floor[key] for key in ("rps", "p50_ms", "p99_ms", "errors", "cpu")}
         measured["throughput_ratio"] = round(measured["rps"] / floor["rps"], 3)
         measured["p99_ratio"] = round(measured["p99_ms"] / floor["p99_ms"], 2)
         return measured
@@ -420,8 +533,19 @@ def measure_all(port, agents, workers, args):
     def timed_run(name, request):
         if args.warmup:
             run_clients(clients, args.warmup, request)
+        before, others_before = meter.read(), others() if others else None
         result = figures(*run_clients(clients, args.requests, request))
-        print(f"  {name}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.1f} ms", flush=True)
+        after = meter.read()
+        result["p99_over_p50"] = round(result["p99_ms"] / result["p50_ms"], 2)
+        result["cpu"] = meter.per_unit(before, after, result["requests"])
+        if others:
+            result["other_database_transactions"] = others() - others_before
+        cpu = result["cpu"]
+        print(
+            f"  {name}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+            f"CPU {cpu_text(cpu['total_ms'])} ms/request",
+            flush=True,
+        )
         return result
 
     def claim_one_each():
@@ -433,7 +557,56 @@ def measure_all(port, agents, workers, args):
     # The tasks completed are the ones the claims above took, each by the agent holding it.
     results["task complete"] = timed("task complete", complete)
     results["discovery branch"] = timed("discovery branch", branch, prepare=claim_one_each)
+    results["ticket create"] = timed("ticket create", create)
+    results["ticket transition"] = timed("ticket transition", transition)
     return results
+
+
+# Goals and the report
+
+
+def goal(endpoint, what, value, limit, *, at_least=False):
+    met = value is not None and (value >= limit if at_least else value <= limit)
+    return {"endpoint": endpoint, "goal": what, "value": value, "limit": limit, "pass": met}
+
+
+def judge(vendor, endpoints):
+    """The goals of issue 12 for this database, one entry per endpoint and goal."""
+    goals = []
+    for name, figure in endpoints.items():
+        if name == "health":
+            continue
+        if vendor == "postgresql":
+            goals.append(
+                goal(
+                    name,
+                    f"req/s ≥ {MIN_THROUGHPUT_RATIO} × health",
+                    figure["throughput_ratio"],
+                    MIN_THROUGHPUT_RATIO,
+                    at_least=True,
+                )
+            )
+            goals.append(
+                goal(name, f"CPU server + database ≤ {MAX_CPU_MS:g} ms/request", figure["cpu"]["total_ms"], MAX_CPU_MS)
+            )
+            goals.append(goal(name, f"p99 ≤ {MAX_P99_OVER_P50:g} × p50", figure["p99_over_p50"], MAX_P99_OVER_P50))
+        else:
+            goals.append(goal(name, f"p99 ≤ {SQLITE_MAX_P99_MS:g} ms", figure["p99_ms"], SQLITE_MAX_P99_MS))
+    return goals
+
+
+def goal_lines(goals):
+    lines = []
+    for entry in goals:
+        value = "unknown" if entry["value"] is None else f"{entry['value']:g}"
+        lines.append(f"{'PASS' if entry['pass'] else 'FAIL'}  {entry['endpoint']:<18} {entry['goal']:<38} {value}")
+    passed = sum(entry["pass"] for entry in goals)
+    lines.append(f"{passed} of {len(goals)} goals met.")
+    return lines
+
+
+def cpu_text(value):
+    return "-" if value is None else f"{value:.2f}"
 
 
 LABELS = {
@@ -441,34 +614,49 @@ LABELS = {
     "tasks/next": "POST /api/v1/tasks/next",
     "task complete": "POST /api/v1/tasks/{id}/complete",
     "discovery branch": "POST /api/v1/discoveries/branch",
+    "ticket create": "POST /api/v1/tickets",
+    "ticket transition": "POST /api/v1/tickets/{id}/transition",
 }
 
 
 def report(results):
     settings = results["settings"]
     database = results["database"]
+    seeded = results["seeded"]
+    name = "PostgreSQL" if database["vendor"] == "postgresql" else "SQLite"
     lines = [
         "",
-        f"== Agent API benchmark: PostgreSQL {database['version']} ({database['where']}), {results['server']}, "
+        f"== Agent API benchmark: {name} {database['version']} ({database['where']}), {results['server']}, "
         f"settings {results['settings_module']} ==",
         f"Django {results['django']}, Python {results['python']}; {settings['clients']} concurrent keep-alive clients, "
         f"{settings['requests']:,} timed requests per run after {settings['warmup']:,} warm-up; "
         f"events to {results['redis'] or 'the in-memory channel layer'}",
+        f"Board: {seeded['tickets']:,} tickets, {seeded['tasks']:,} tasks "
+        f"({', '.join(f'{count:,} {status}' for status, count in sorted(seeded['tasks_by_status'].items()))})",
         f"Load average {' '.join(str(load) for load in results['load_average'])} on {results['cpus']} CPUs at the "
         "end; the clients share the machine with the server.",
-        "Each endpoint is measured right after its own floor run (GET /api/v1/health, no database): "
-        "throughput ratio = req/s ÷ floor req/s, p99 ratio = p99 ÷ floor p99.",
+        "Each endpoint runs right after its own floor run (GET /api/v1/health, no database): ratio = req/s ÷ floor "
+        "req/s. CPU in ms per request: server (Daphne), database, total = server + database; Redis apart.",
         "",
-        f"{'endpoint':<34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'floor req/s':>13}{'floor p99':>11}"
-        f"{'thru ratio':>12}{'p99 ratio':>11}",
+        f"{'endpoint':<38}{'req/s':>7}{'floor':>7}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'p99/p50':>8}"
+        f"{'server':>8}{'db':>7}{'total':>7}{'redis':>7}",
     ]
-    for name, figure in results["endpoints"].items():
+    for key, figure in results["endpoints"].items():
         floor = figure.get("floor", figure)
+        cpu = figure["cpu"]
         lines.append(
-            f"{LABELS[name]:<34}{figure['rps']:>8,.0f}{figure['p50_ms']:>9.1f}{figure['p99_ms']:>9.1f}"
-            f"{floor['rps']:>13,.0f}{floor['p99_ms']:>11.1f}"
-            f"{figure.get('throughput_ratio', 1):>12.2f}{figure.get('p99_ratio', 1):>11.2f}"
+            f"{LABELS[key]:<38}{figure['rps']:>7,.0f}{floor['rps']:>7,.0f}{figure.get('throughput_ratio', 1):>7.2f}"
+            f"{figure['p50_ms']:>8.1f}{figure['p99_ms']:>8.1f}{figure['p99_over_p50']:>8.2f}"
+            f"{cpu_text(cpu['server_ms']):>8}{cpu_text(cpu['database_ms']):>7}{cpu_text(cpu['total_ms']):>7}"
+            f"{cpu_text(cpu['redis_ms']):>7}"
         )
+    busy = {key: figure.get("other_database_transactions") for key, figure in results["endpoints"].items()}
+    if any(count and count > 0 for count in busy.values()):
+        lines.append(
+            "Other databases on the server ran transactions during the runs (the database CPU includes theirs): "
+            + ", ".join(f"{key} {count:,}" for key, count in busy.items() if count and count > 0)
+        )
+    lines += ["", f"Goals ({name}):", *goal_lines(results["goals"])]
     return "\n".join(lines)
 
 
