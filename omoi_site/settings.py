@@ -52,6 +52,19 @@ def envheader(name):
     return "HTTP_" + header.upper().replace("-", "_"), value
 
 
+def envpool():
+    """psycopg's connection pool options, from OMOI_DB_POOL_*; None when OMOI_DB_POOL_MAX_SIZE is 0 (no pool)."""
+    max_size = envint("OMOI_DB_POOL_MAX_SIZE", "20", minimum=0)
+    if max_size == 0:
+        return None
+    min_size = envint("OMOI_DB_POOL_MIN_SIZE", "2", minimum=0)
+    if min_size > max_size:
+        raise ImproperlyConfigured(
+            f"OMOI_DB_POOL_MIN_SIZE ({min_size}) must not be larger than OMOI_DB_POOL_MAX_SIZE ({max_size})"
+        )
+    return {"min_size": min_size, "max_size": max_size, "timeout": envint("OMOI_DB_POOL_TIMEOUT", "10", minimum=1)}
+
+
 DEBUG = envbool("DEBUG", "true")
 
 _DEV_SECRET_KEY = "omoi-development-only-secret-key-do-not-use-in-production"
@@ -125,11 +138,20 @@ TEMPLATES = [
 
 if os.environ.get("DATABASE_URL"):
     try:
-        # No persistent connections: under ASGI every request runs in its own thread, and each
-        # thread would keep its own connection until PostgreSQL refuses new ones.
+        # No persistent connections of Django's own (Django requires conn_max_age=0 with a pool): under ASGI
+        # every request runs in its own thread, and each thread would keep its own connection until
+        # PostgreSQL refuses new ones.
         DATABASES = {"default": dj_database_url.config(conn_max_age=0)}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and (pool := envpool()):
+        # A process-wide pool instead: a request borrows a connection and gives it back when it ends.
+        # Opening one per request (TLS, authentication, a new backend process) cost more than the
+        # request's own statements. At most OMOI_DB_POOL_MAX_SIZE connections per process, so several
+        # web workers and orchestrators stay under PostgreSQL's max_connections; past that a request
+        # waits up to OMOI_DB_POOL_TIMEOUT seconds for one, then fails. OMOI_DB_POOL_MAX_SIZE=0 turns the
+        # pool off, for a pooler in front of PostgreSQL (PgBouncer).
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = pool
 else:
     # The orchestrator writes while the web server does: WAL lets readers go on
     # during a write, the busy timeout waits for a lock instead of failing, and

@@ -1,6 +1,7 @@
 """The settings helpers: environment values are read strictly, bad ones stop the start-up."""
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from omoi_site.settings import envbool, envint, envlist
+from omoi_site.settings import envbool, envint, envlist, envpool
 
 
 def test_envbool_reads_the_usual_spellings(monkeypatch):
@@ -68,6 +69,51 @@ def test_the_defaults_are_sqlite_and_the_in_memory_layer():
 def test_urls_select_postgresql_and_redis():
     result = settings_with(DATABASE_URL="postgres://u@127.0.0.1:5432/omoi", REDIS_URL="redis://127.0.0.1:6379/0")
     assert result.stdout.split() == ["django.db.backends.postgresql", "channels_redis.core.RedisChannelLayer"]
+
+
+def test_the_pool_has_bounded_defaults(monkeypatch):
+    for name in ("OMOI_DB_POOL_MIN_SIZE", "OMOI_DB_POOL_MAX_SIZE", "OMOI_DB_POOL_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    assert envpool() == {"min_size": 2, "max_size": 20, "timeout": 10}
+
+
+def test_the_pool_sizes_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("OMOI_DB_POOL_MIN_SIZE", "0")
+    monkeypatch.setenv("OMOI_DB_POOL_MAX_SIZE", "4")
+    monkeypatch.setenv("OMOI_DB_POOL_TIMEOUT", "3")
+    assert envpool() == {"min_size": 0, "max_size": 4, "timeout": 3}
+    monkeypatch.setenv("OMOI_DB_POOL_MAX_SIZE", "0")
+    assert envpool() is None
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"OMOI_DB_POOL_MIN_SIZE": "8", "OMOI_DB_POOL_MAX_SIZE": "4"}, "OMOI_DB_POOL_MIN_SIZE (8) must not be larger"),
+        ({"OMOI_DB_POOL_MAX_SIZE": "-1"}, "OMOI_DB_POOL_MAX_SIZE must be at least 0"),
+        ({"OMOI_DB_POOL_MIN_SIZE": "some"}, "OMOI_DB_POOL_MIN_SIZE must be an integer"),
+        ({"OMOI_DB_POOL_TIMEOUT": "0"}, "OMOI_DB_POOL_TIMEOUT must be at least 1"),
+    ],
+)
+def test_a_bad_pool_size_is_refused(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        envpool()
+
+
+def test_postgresql_connections_come_from_the_pool():
+    pool = "settings.DATABASES['default']['CONN_MAX_AGE'], settings.DATABASES['default']['OPTIONS'].get('pool')"
+    result = printed_settings(pool, DATABASE_URL="postgres://u@127.0.0.1:5432/omoi", OMOI_DB_POOL_MAX_SIZE="6")
+    assert result.stdout.strip() == "0 {'min_size': 2, 'max_size': 6, 'timeout': 10}"
+    result = printed_settings(pool, DATABASE_URL="postgres://u@127.0.0.1:5432/omoi", OMOI_DB_POOL_MAX_SIZE="0")
+    assert result.stdout.strip() == "0 None"
+    # SQLite has no pool: its connections are opened in the process, cheaply.
+    result = printed_settings("settings.DATABASES['default'].get('OPTIONS', {}).get('pool')")
+    assert result.stdout.strip() == "None"
+    result = settings_with(DATABASE_URL="postgres://u@127.0.0.1:5432/omoi", OMOI_DB_POOL_MIN_SIZE="30")
+    assert result.returncode != 0
+    assert "OMOI_DB_POOL_MIN_SIZE (30) must not be larger than OMOI_DB_POOL_MAX_SIZE (20)" in result.stderr
 
 
 def test_production_needs_a_secret_key():
