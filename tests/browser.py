@@ -82,8 +82,10 @@ def _server_database_env():
 class Server:
     """Daphne serving the project on a port the test process bound, so no other process can take it between."""
 
-    def __init__(self, log_path):
+    def __init__(self, log_path, *, env=None):
         self.log_path = Path(log_path)
+        # Variables of the server's environment on top of the test's, e.g. a shorter live poll.
+        self.env = dict(env or {})
         self.process = None
         self.url = None
 
@@ -97,6 +99,7 @@ class Server:
             "DEBUG": "true",
             "REDIS_URL": os.environ.get("REDIS_URL", ""),
             "PYTHONUNBUFFERED": "1",
+            **self.env,
         }
         # The test process allows sync ORM calls beside Playwright's loop; the server must keep the guard.
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
@@ -171,8 +174,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(log_path):
-    server = Server(log_path).start()
+def running_server(log_path, *, env=None):
+    server = Server(log_path, env=env).start()
     try:
         yield server
     finally:
