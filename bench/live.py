@@ -79,6 +79,7 @@ MAX_IDLE_QUERIES_PER_SECOND = 1.0
 # Sockets being opened at once; a change waits this long at most for every socket to get its event.
 OPENING_AT_ONCE = 50
 DELIVERY_TIMEOUT_SECONDS = 10
+HANDSHAKE_TIMEOUT_SECONDS = 30
 # Between two changes: the sockets are idle again when the next one is made.
 PAUSE_SECONDS = 0.2
 SETTLE_SECONDS = 3
@@ -381,7 +382,16 @@ class Sockets:
         async def one(number):
             async with gate:
                 socket = BoardSocket(number, self.received)
-                if not await socket.connect(self.port, f"/ws/boards/{BOARD_SLUG}/", self.token):
+                try:
+                    opened = await asyncio.wait_for(
+                        socket.connect(self.port, f"/ws/boards/{BOARD_SLUG}/", self.token), HANDSHAKE_TIMEOUT_SECONDS
+                    )
+                except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                    # An overloaded server drops handshakes it could not answer in time (Daphne: 5 s).
+                    opened = False
+                    if socket.writer is not None:
+                        socket.writer.close()
+                if not opened:
                     return None
                 # A refused socket is accepted, then closed at once (4401, 4404): give it the time to say so.
                 await asyncio.sleep(0.05)
@@ -428,6 +438,9 @@ async def measure(port, listener, maker, args, meter, counter, statistics_reader
     return {"fan_out": fan_out, "idle": idle}
 
 
+LATENCY_FIGURES = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "last_socket_median_ms", "last_socket_max_ms")
+
+
 async def measure_fan_out(sockets, client, args):
     listeners = len(sockets.open)
 
@@ -454,13 +467,18 @@ async def measure_fan_out(sockets, client, args):
         latencies += mine
         if mine:
             last.append(max(mine))
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {
+    figures = {
         "sockets": listeners,
         "changes": len(made),
         "deliveries": len(latencies),
         "missing": missing,
         "closed": sockets.closed(),
+    }
+    if len(latencies) < 2:
+        return {**figures, **dict.fromkeys(LATENCY_FIGURES)}
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        **figures,
         "p50_ms": round(cuts[49] * 1000, 1),
         "p90_ms": round(cuts[89] * 1000, 1),
         "p99_ms": round(cuts[98] * 1000, 1),
@@ -516,7 +534,7 @@ def judge(results):
             "goal": f"fan-out p99 ≤ {MAX_P99_MS:g} ms",
             "value": fan_out["p99_ms"],
             "limit": MAX_P99_MS,
-            "pass": fan_out["p99_ms"] <= MAX_P99_MS and not fan_out["missing"],
+            "pass": fan_out["p99_ms"] is not None and fan_out["p99_ms"] <= MAX_P99_MS and not fan_out["missing"],
         },
         {
             "goal": f"idle queries ≤ {MAX_IDLE_QUERIES_PER_SECOND:g}/s per server process",
@@ -553,11 +571,13 @@ def report(results):
         f"{' '.join(str(load) for load in results['load_average'])} on {results['cpus']} CPUs at the end.",
         "",
         f"Fan-out: {fan_out['changes']} tickets created through the API, {fan_out['sockets']} sockets listening: "
-        f"{fan_out['deliveries']:,} deliveries, {fan_out['missing']} missing, {fan_out['closed']} sockets closed.",
-        f"  event created_at → received: p50 {fan_out['p50_ms']:.0f} ms, p90 {fan_out['p90_ms']:.0f} ms, "
-        f"p99 {fan_out['p99_ms']:.0f} ms, max {fan_out['max_ms']:.0f} ms; "
-        f"to the last socket: median {fan_out['last_socket_median_ms']:.0f} ms, max {fan_out['last_socket_max_ms']:.0f} ms",
-        f"Idle: {idle['sockets']:,} sockets open (opened in {idle['opening_seconds']} s), {idle['closed']} closed, "
+        f"{fan_out['deliveries']:,} deliveries, {fan_out['missing']} missing, {fan_out['closed']} sockets closed, "
+        f"{fan_out['refused']} refused.",
+        f"  event created_at → received: p50 {ms(fan_out['p50_ms'])} ms, p90 {ms(fan_out['p90_ms'])} ms, "
+        f"p99 {ms(fan_out['p99_ms'])} ms, max {ms(fan_out['max_ms'])} ms; to the last socket: "
+        f"median {ms(fan_out['last_socket_median_ms'])} ms, max {ms(fan_out['last_socket_max_ms'])} ms",
+        f"Idle: {idle['sockets']:,} sockets open (opened in {idle['opening_seconds']} s, {idle['refused']} refused), "
+        f"{idle['closed']} closed, "
         f"over {idle['seconds']} s:",
         f"  the server's queries: {idle['server_queries']:,} ({idle['server_queries_per_second']:,.1f}/s)",
     ]
@@ -574,7 +594,8 @@ def report(results):
         f"Goals ({name}):",
     ]
     for entry in results["goals"]:
-        lines.append(f"{'PASS' if entry['pass'] else 'FAIL'}  {entry['goal']:<52} {entry['value']:g}")
+        value = "unknown" if entry["value"] is None else f"{entry['value']:g}"
+        lines.append(f"{'PASS' if entry['pass'] else 'FAIL'}  {entry['goal']:<52} {value}")
     lines.append(f"{sum(entry['pass'] for entry in results['goals'])} of {len(results['goals'])} goals met.")
     return "\n".join(lines)
 
