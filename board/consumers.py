@@ -24,12 +24,14 @@ agent not on it): a
 socket closed before the handshake completes reaches the browser as a bare
 1006, and the page must tell "log in again" from "stop retrying".
 
-Access is checked again on every poll and, before a broadcast or a replay
-is sent, whenever the last check is older than the poll interval. An open
-socket whose access has ended is closed the same way and sent nothing
-more: 4401 once the session is gone or expired, the user is inactive or
-deleted, the password has changed, or the agent is revoked; 4404 once the
-member or agent has left the board, or the board is gone.
+Access is checked again for all the sockets of the process at once every
+access interval (OMOI_LIVE_ACCESS_SECONDS, 10 s by default; board/live.py)
+and, before a broadcast or a replay is sent, whenever the socket's last
+check is older than that. An open socket whose access has ended is closed
+the same way within the access interval (and the time a check takes) and
+sent nothing more: 4401 once the session is gone or expired, the user is
+inactive or deleted, the password has changed, or the agent is revoked;
+4404 once the member or agent has left the board, or the board is gone.
 
 A page asks for what it missed once per connection (with `?after=`, or one
 resume), so resumes are rate-limited per socket: three at once, then one
@@ -40,6 +42,17 @@ The event table is the source of truth. Group broadcasts make delivery
 fast; a poll of the table makes it complete, since the in-memory channel
 layer does not reach across processes and a broadcast may be lost, and
 while the channel layer (Redis) is unreachable the poll alone delivers.
+The poll is not the socket's: every socket of the process registers with
+one poller (board/live.py), which reads the log of all their boards in one
+query at most once per poll interval (OMOI_LIVE_POLL_SECONDS; on
+PostgreSQL only after a commit on one of those boards, which it hears with
+LISTEN, plus a slow safety read) and hands each socket what it lacks.
+
+Each socket keeps its own position (`last_sent`) and sends under its own
+lock, whoever brings the event (its group, the poller, a replay): nothing
+at or below the position is sent again, and an event whose board's
+previous event the socket has not sent (`follows_on`) comes after the
+missing ones, read from the log.
 """
 
 import asyncio
@@ -54,24 +67,27 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
-from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, get_user_model
-from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
-from django.contrib.sessions.backends.signed_cookies import SessionStore as SignedCookieSessionStore
+from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 
 from .events import BROADCASTER, board_group
+from .live import (
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    Poller,
+    access_seconds,
+    agent_verdict,
+    session_exists,
+    session_in_database,
+    user_verdict,
+)
 from .middleware import bearer_token
 from .models import Agent, Board
 from .selectors.events import events_after, last_event_id, missed_more_than, newest_event_id
 from .services import agent_authenticate
 
 logger = logging.getLogger(__name__)
-
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_NOT_FOUND = 4404
 
 # Events fetched and sent per query, so a long replay never holds thousands of rows at once.
 BATCH_SIZE = 500
@@ -80,8 +96,6 @@ MAX_REPLAY = 5000
 # Ids are bigints; a larger number cannot name an event.
 MAX_EVENT_ID = 2**63 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
-# A poll interval below this would turn the poll into a busy loop.
-MIN_POLL_SECONDS = 0.01
 # A page resumes once per reconnect; a client asking again and again only makes the server send history again.
 RESUME_BURST = 3
 RESUME_REFILL_SECONDS = 10
@@ -117,10 +131,6 @@ def follows_on(event, last_sent):
     return event.get("id") == last_sent + 1
 
 
-def poll_seconds():
-    return max(float(getattr(settings, "OMOI_LIVE_POLL_SECONDS", 1.0)), MIN_POLL_SECONDS)
-
-
 class TokenBucket:
     """`capacity` actions at once, then one more every `refill_seconds`."""
 
@@ -140,7 +150,8 @@ class TokenBucket:
         return (1 - self.tokens) * self.refill_seconds
 
 
-# Access checks: one query each, since every open socket makes one per poll interval.
+# One socket's access check, one query: a broadcast or replay on a stale check makes it. The rules are
+# board/live.py's, which also checks all the sockets of the process at once (`sockets_access`).
 
 
 def user_access(*, board_id, user_id, session):
@@ -151,39 +162,20 @@ def user_access(*, board_id, user_id, session):
         .objects.filter(pk=user_id)
         .annotate(board_exists=Exists(board), member=Exists(board.filter(members=OuterRef("pk"))))
     )
-    in_database = isinstance(session, DatabaseSessionStore)
+    in_database = session_in_database(session)
     if in_database:
         rows = session.get_model_class().objects.filter(session_key=session.session_key, expire_date__gt=timezone.now())
         users = users.annotate(session_exists=Exists(rows))
     user = users.first()
     if user is None:
-        return CLOSE_UNAUTHENTICATED
-    if not (user.session_exists if in_database else session_exists(session)):
-        return CLOSE_UNAUTHENTICATED
-    # The hash loaded with the session at the handshake is still the stored one: Django gives a
-    # session a new key whenever it stores a new hash (login, update_session_auth_hash).
-    if not user.is_active or not password_unchanged(user, session.get(HASH_SESSION_KEY)):
-        return CLOSE_UNAUTHENTICATED
-    # The rule of BoardQuerySet.visible_to, read from the row just loaded.
-    if not user.board_exists or not (user.is_staff or user.member):
-        return CLOSE_NOT_FOUND
-    return None
-
-
-def session_exists(session):
-    """Whether a session kept outside the database is still there (logging out deletes it)."""
-    if isinstance(session, SignedCookieSessionStore):
-        # The cookie is the session: nothing on the server can be deleted, but it can be too old.
-        return bool(SignedCookieSessionStore(session.session_key).load())
-    return session.exists(session.session_key)
-
-
-def password_unchanged(user, session_hash):
-    """Whether the session was made with the user's current password, as django.contrib.auth.get_user decides."""
-    if not session_hash:
-        return False
-    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
-    return any(constant_time_compare(session_hash, expected) for expected in hashes)
+        return user_verdict(None, session=session, session_alive=False, board_exists=False, member=False)
+    return user_verdict(
+        user,
+        session=session,
+        session_alive=user.session_exists if in_database else session_exists(session),
+        board_exists=user.board_exists,
+        member=user.member,
+    )
 
 
 def agent_access(*, board_id, agent_id):
@@ -194,11 +186,7 @@ def agent_access(*, board_id, agent_id):
         .values("revoked_at", "on_board")
         .first()
     )
-    if agent is None or agent["revoked_at"] is not None:
-        return CLOSE_UNAUTHENTICATED
-    if not agent["on_board"]:
-        return CLOSE_NOT_FOUND
-    return None
+    return agent_verdict(agent, on_board=agent is not None and agent["on_board"])
 
 
 class BoardConsumer(AsyncJsonWebsocketConsumer):
@@ -209,9 +197,9 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         self.agent_id = None
         # The id of the last event this client has; nothing at or below it is ever sent again.
         self.last_sent = 0
-        # The poll task and group messages both send events: one at a time keeps them in order.
+        # The poller, group messages and replays all send events: one at a time keeps them in order.
         self.lock = asyncio.Lock()
-        self.poll_task = None
+        self.poller = None
         self.checked_at = None
         self.resumes = None
         self.accepted = False
@@ -311,7 +299,10 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
                     await self.send_error("after must be an event id (a non-negative integer).")
             else:
                 await self.replay(after)
-        self.poll_task = asyncio.create_task(self.poll())
+        if not self.ended:
+            # From here on the poller reads the log for this socket, from `last_sent`.
+            self.poller = Poller.of_running_loop()
+            self.poller.add(self)
 
     async def end(self, code):
         """Close the socket with `code` and send nothing more; a refused handshake is accepted first."""
@@ -326,11 +317,10 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
         await self.stop()
 
     async def stop(self):
-        """End the poll and leave the group; safe to call more than once."""
-        if self.poll_task is not None:
-            self.poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.poll_task
+        """Leave the poller and the group; safe to call more than once."""
+        if self.poller is not None:
+            self.poller.discard(self)
+            self.poller = None
         await self.stop_listening()
 
     def bearer_token(self):
@@ -350,15 +340,15 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
 
     # Who may listen
 
-    async def allowed(self, *, recheck=False):
+    async def allowed(self):
         """Whether this socket may still be sent the board's events; closes it when not. Call with the lock held.
 
-        A check younger than the poll interval is reused, so a busy board
-        does not cost a query per event; the poll checks every time.
+        A check younger than the access interval (the poller's, or this
+        socket's own) is reused, so a busy board does not cost a query per event.
         """
         if self.ended:
             return False
-        if not recheck and monotonic() - self.checked_at < poll_seconds():
+        if monotonic() - self.checked_at < access_seconds():
             return True
         started = monotonic()
         code = await self.access_lost()
@@ -367,6 +357,15 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             return True
         await self.end(code)
         return False
+
+    async def access_checked(self, started, code):
+        """The poller's check of all sockets, begun at `started`, found `code` (None: still allowed) for this one."""
+        if code is None:
+            self.checked_at = max(self.checked_at, started)
+            return
+        async with self.lock:
+            if not self.ended:
+                await self.end(code)
 
     @database_sync_to_async
     def access_lost(self):
@@ -529,19 +528,28 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
             if len(events) < BATCH_SIZE:
                 return
 
-    async def poll(self):
-        """Deliver what no broadcast brought: events written by another process, or broadcasts lost on the way."""
-        while not self.ended:
-            await asyncio.sleep(poll_seconds())
+    async def deliver(self, events):
+        """Send what the poller read from the log (the board's events after a position at or below `last_sent`).
+
+        What no broadcast brought: events written by another process, or broadcasts lost on the way.
+        """
+        async with self.lock:
+            if self.ended or events[-1]["id"] <= self.last_sent:
+                return
             try:
-                async with self.lock:
-                    if await self.allowed(recheck=True):
-                        await self.send_events_after()
-            except asyncio.CancelledError:
-                raise
+                if not await self.allowed():
+                    return
+                for event in events:
+                    if event["id"] <= self.last_sent:
+                        continue
+                    if not follows_on(event, self.last_sent):
+                        # The socket is behind what was read (it moved back meanwhile): the log fills the gap.
+                        await self.send_events_after(before=event["id"])
+                    if event["id"] > self.last_sent:
+                        await self.send_event(event)
             except Exception:
-                # A database hiccup must not end live updates; the next poll retries from last_sent.
-                logger.warning("Board %s: live poll failed", self.board_id, exc_info=True)
+                # A database hiccup must not end live updates; the next poll reads from last_sent again.
+                logger.warning("Board %s: could not send polled events", self.board_id, exc_info=True)
 
     async def send_event(self, event):
         await self.send_json({"type": "event", "event": event})

@@ -105,8 +105,9 @@ def api(client, builder):
 
 @pytest.fixture
 def fast_poll(settings):
-    """Live sockets poll the event log (and re-check access) every 50 ms instead of every second."""
+    """Live sockets poll the event log and re-check access every 50 ms instead of every second and every 10 s."""
     settings.OMOI_LIVE_POLL_SECONDS = 0.05
+    settings.OMOI_LIVE_ACCESS_SECONDS = 0.05
 
 
 # The browser tests (tests/browser.py): Debian's Chromium driving a Daphne server on the test database.

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from board import consumers
+from board import live as poller
 from board.events import board_group
 from board.models import Board
 
@@ -29,7 +30,7 @@ from .test_board_consumer import (
     run,
 )
 
-# Access is re-checked on every poll: here one comes every 50 ms.
+# Access is re-checked for all sockets every access interval: here every 50 ms.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
 
 
@@ -116,17 +117,17 @@ def test_a_socket_whose_access_ends_is_closed_on_the_next_poll_and_sent_nothing_
 
 
 class CheckCounter:
-    """Counts the access checks a socket makes, and waits for them."""
+    """Counts the access checks made through `module.name`, and waits for them."""
 
-    def __init__(self, monkeypatch, name):
+    def __init__(self, monkeypatch, module, name):
         self.calls = 0
-        original = getattr(consumers, name)
+        original = getattr(module, name)
 
-        def counted(**kwargs):
+        def counted(*args, **kwargs):
             self.calls += 1
-            return original(**kwargs)
+            return original(*args, **kwargs)
 
-        monkeypatch.setattr(consumers, name, counted)
+        monkeypatch.setattr(module, name, counted)
 
     async def wait_for(self, calls):
         async with asyncio.timeout(5):
@@ -135,7 +136,7 @@ class CheckCounter:
 
 
 def test_a_member_who_keeps_access_stays_connected_through_many_checks(board, bob, monkeypatch):
-    checks = CheckCounter(monkeypatch, "user_access")
+    checks = CheckCounter(monkeypatch, poller, "users_access")
     handshake, _ = browser_login(bob)
 
     async def scenario():
@@ -149,9 +150,10 @@ def test_a_member_who_keeps_access_stays_connected_through_many_checks(board, bo
     run(scenario)
 
 
-def test_broadcasts_reuse_a_check_younger_than_the_poll_interval(board, bob, settings, monkeypatch):
+def test_broadcasts_reuse_a_check_younger_than_the_access_interval(board, bob, settings, monkeypatch):
     settings.OMOI_LIVE_POLL_SECONDS = 3600
-    checks = CheckCounter(monkeypatch, "user_access")
+    settings.OMOI_LIVE_ACCESS_SECONDS = 3600
+    checks = CheckCounter(monkeypatch, consumers, "user_access")
     handshake, _ = browser_login(bob)
 
     async def scenario():
@@ -168,12 +170,13 @@ def test_a_broadcast_after_an_old_check_checks_again_and_is_not_sent_to_a_remove
     board, bob, settings, monkeypatch
 ):
     settings.OMOI_LIVE_POLL_SECONDS = 3600
+    settings.OMOI_LIVE_ACCESS_SECONDS = 3600
     handshake, _ = browser_login(bob)
 
     async def scenario():
         async with live(handshake) as communicator:
             await database_sync_to_async(board.members.remove)(bob)
-            # Two hours later, with the poll still asleep: only the broadcast can notice.
+            # Two hours later, with the poller still asleep: only the broadcast can notice.
             later = consumers.monotonic() + 7200
             monkeypatch.setattr(consumers, "monotonic", lambda: later)
             await write_and_broadcast(board)
@@ -185,6 +188,7 @@ def test_a_broadcast_after_an_old_check_checks_again_and_is_not_sent_to_a_remove
 
 def test_a_resume_after_losing_access_replays_nothing(board, bob, settings, monkeypatch):
     settings.OMOI_LIVE_POLL_SECONDS = 3600
+    settings.OMOI_LIVE_ACCESS_SECONDS = 3600
     handshake, _ = browser_login(bob)
 
     async def scenario():
@@ -210,7 +214,7 @@ def test_with_another_session_engine_a_member_stays_connected_until_the_password
     board, bob, settings, monkeypatch, engine
 ):
     settings.SESSION_ENGINE = engine
-    checks = CheckCounter(monkeypatch, "user_access")
+    checks = CheckCounter(monkeypatch, poller, "users_access")
     handshake, _ = browser_login(bob)
 
     async def scenario():
