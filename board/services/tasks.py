@@ -10,13 +10,17 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
-from django.db.models import Exists, F
+from django.db import connection, transaction
+from django.db.models import BigIntegerField, Exists, F, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
+
+from phases.models import Phase
 
 from ..errors import TaskStateError, TransitionRefused
 from ..events import ORCHESTRATOR, EventType, actor_label, event_emit, task_payload
-from ..models import Agent, Priority, Task, running_time_limit
+from ..models import Agent, Board, Priority, Task, Ticket, running_time_limit
 from .inputs import clean_capabilities, clean_priority, clean_text, resolve_phase
 
 PRIORITY_SCORE = {Priority.LOW: 1.0, Priority.MEDIUM: 2.0, Priority.HIGH: 3.0, Priority.CRITICAL: 4.0}
@@ -187,23 +191,24 @@ def task_claim(*, agent, board=None, now=None):
 
     Otherwise the agent takes the ready task with the highest score (see
     `task_score`) among those it matches (`Task.objects.matching`): a new
-    attempt. The agent's row is locked first, so its concurrent calls take
-    turns and it never ends up holding two tasks; the task is taken with a
-    conditional update (`status = pending` still true), so two agents never
-    get the same one, on any database. Where the database can skip locked
-    rows, the candidate is locked with SKIP LOCKED first: concurrent agents
-    then take different tasks instead of queueing behind the same one.
+    attempt, taken in one conditional update (`_task_take_best`), so two agents
+    never get the same task and an agent never ends up holding two, on any
+    database. Where the database locks rows, the agent's row is locked first,
+    so its own concurrent calls take turns.
     """
-    if board is not None and not agent.boards.filter(pk=board.pk).exists():
-        raise PermissionDenied(f"Agent {agent.name} is not on board {board.slug}.")
     now = now or timezone.now()
-    locked = Agent.objects.select_for_update().filter(pk=agent.pk, revoked_at__isnull=True).first()
-    if locked is None:
+    live = Agent.objects.filter(pk=agent.pk, revoked_at__isnull=True)
+    if not _agent_locked(live):
         return None
-    held = _task_in_hand(locked)
-    if held is not None:
-        return held if board is None or held.ticket.board_id == board.pk else None
-    return _task_take_best(locked, board=board, now=now, actor=agent)
+    task = _task_take_best(agent, live=live, board=board, now=now, actor=agent)
+    if task is not None:
+        return task  # a task it matches is on one of its boards: taking one proves membership
+    held = _task_in_hand(agent)
+    if board is None:
+        return held
+    if not agent.boards.filter(pk=board.pk).exists():
+        raise PermissionDenied(f"Agent {agent.name} is not on board {board.slug}.")
+    return held if held is not None and held.ticket.board_id == board.pk else None
 
 
 @transaction.atomic
@@ -216,20 +221,28 @@ def task_assign(*, agent, now=None, actor=ORCHESTRATOR):
     its next claim.
     """
     now = now or timezone.now()
-    locked = (
-        Agent.objects.select_for_update(skip_locked=True)
-        .filter(pk=agent.pk, revoked_at__isnull=True, status=Agent.Status.IDLE)
-        .first()
-    )
-    if locked is None or _task_in_hand(locked) is not None:
+    idle = Agent.objects.filter(pk=agent.pk, revoked_at__isnull=True, status=Agent.Status.IDLE)
+    if not _agent_locked(idle, skip_locked=True):
         return None
-    return _task_take_best(locked, board=None, now=now, actor=actor)
+    return _task_take_best(agent, live=idle, board=None, now=now, actor=actor)
+
+
+def _agent_locked(agents, *, skip_locked=False):
+    """Lock the agent's row, where the database locks rows; whether `agents` (the agent, if fit to claim) found it.
+
+    SQLite has no row locks and needs none: the transaction took the
+    database's write lock at BEGIN (IMMEDIATE), so writers take turns, and the
+    claim's update checks `agents` itself. No statement is spent there.
+    """
+    if not connection.features.has_select_for_update:
+        return True
+    return agents.select_for_update(skip_locked=skip_locked).exists()
 
 
 def _task_in_hand(agent):
     return (
         Task.objects.in_hand()
-        .filter(assigned_agent=agent)
+        .filter(assigned_agent=agent, assigned_agent__revoked_at__isnull=True)
         .select_related("ticket__board", "phase", "assigned_agent")
         .order_by("assigned_at", "pk")
         .first()
@@ -241,59 +254,114 @@ QUEUE_ORDER = ("-score", "created_at", "id")
 QUEUE_HEAD = 100
 
 
-def _task_take_best(agent, *, board, now, actor):
-    candidates = Task.objects.ready(now).matching(agent)
+def _task_take_best(agent, *, live, board, now, actor):
+    """Take the best ready task `agent` matches, in one update; None when there is none (or it holds one).
+
+    The update picks its row with a subquery, the first task in `QUEUE_ORDER`
+    that is ready and that the agent matches, and takes it only while it is
+    still pending, `live` (the agent, if fit to claim) still finds the agent,
+    and the agent holds nothing; it returns the row it took. Where the
+    database can skip locked rows, the subquery locks its candidate with SKIP
+    LOCKED, so concurrent claims take the next tasks in line instead of
+    queueing behind the same one; SQLite runs one writer at a time, so there
+    the candidate it picks is still free, and its planner walks the queue in
+    order by an index, stopping at the first task that fits.
+
+    PostgreSQL first reads the ids of the QUEUE_HEAD first pending tasks, from
+    the task table alone, and the update looks among those; the rest of the
+    queue only when the head has nothing for this agent (a second subquery,
+    evaluated only then). Without the head, a planner that does not know the
+    table yet (a fresh bulk load, no statistics) checks every pending task's
+    dependencies, board and capabilities before sorting.
+    """
+    ready = Task.objects.ready(now).matching(agent)
     if board is not None:
-        candidates = candidates.filter(ticket__board=board)
-    candidates = candidates.order_by(*QUEUE_ORDER).select_for_update(skip_locked=True, of=("self",))
-    # Most claims are served by the first tasks in line. Reading their ids first, from the task table alone,
-    # then checking only those keeps a claim cheap even where the planner does not know the table yet (a
-    # fresh bulk load, no statistics): it would otherwise check every pending task's dependencies, board
-    # and capabilities before sorting. The rest of the queue is looked at only when the head had nothing.
-    pending = Task.objects.filter(status=Task.Status.PENDING).order_by(*QUEUE_ORDER)
-    head = list(pending.values_list("pk", flat=True)[:QUEUE_HEAD])
-    tries = [candidates.filter(pk__in=head)] + ([candidates] if len(head) == QUEUE_HEAD else [])
-    for where in tries:
-        # A lost race leaves the candidate taken; the next one is tried (the lock makes that rare, SQLite impossible).
-        for _ in range(3):
-            pk = where.values_list("pk", flat=True).first()
-            if pk is None:
-                break
-            task = _task_take(pk, agent, now=now, actor=actor)
-            if task is not None:
-                return task
-    return None
-
-
-def _task_take(pk, agent, *, now, actor):
-    holds_one = Task.objects.in_hand().filter(assigned_agent=agent)
-    taken = (
-        Task.objects.filter(pk=pk, status=Task.Status.PENDING)
-        .filter(~Exists(holds_one))
-        .update(
-            status=Task.Status.ASSIGNED,
-            assigned_agent=agent,
-            assigned_at=now,
-            started_at=None,
-            attempt=F("attempt") + 1,
-            updated_at=now,
+        ready = ready.filter(ticket__board=board)
+    tries = [ready]
+    if connection.vendor == "postgresql":
+        # Apart, not as a subquery: in one statement the planner may still check every pending task first and
+        # match them against the head last. A head shorter than QUEUE_HEAD is the whole queue.
+        head = list(
+            Task.objects.filter(status=Task.Status.PENDING)
+            .order_by(*QUEUE_ORDER)
+            .values_list("pk", flat=True)[:QUEUE_HEAD]
         )
+        if not head:
+            return None
+        tries = [ready.filter(pk__in=head)] + (tries if len(head) == QUEUE_HEAD else [])
+    best = Coalesce(*(Subquery(_first(tasks)) for tasks in tries), Value(None), output_field=BigIntegerField())
+    holds_one = Task.objects.in_hand().filter(assigned_agent=agent)
+    returning = {"phase_key": Subquery(Phase.objects.filter(pk=OuterRef("phase_id")).order_by().values("key"))}
+    if board is None:
+        tickets = Ticket.objects.filter(pk=OuterRef("ticket_id")).order_by()
+        returning["board_id"] = Subquery(tickets.values("board_id"))
+        returning["board_slug"] = Subquery(tickets.values("board__slug"))
+    taken = _update_returning(
+        Task.objects.filter(pk=best, status=Task.Status.PENDING).filter(~Exists(holds_one), Exists(live)),
+        values={
+            "status": Task.Status.ASSIGNED,
+            "assigned_agent": agent,
+            "assigned_at": now,
+            "started_at": None,
+            "attempt": F("attempt") + 1,
+            "updated_at": now,
+        },
+        returning=returning,
     )
     if not taken:
-        return None  # another agent was quicker
-    task = Task.objects.select_related("ticket__board", "phase", "assigned_agent").get(pk=pk)
+        return None
+    task = taken[0]
+    returned = {name: vars(task).pop(name) for name in returning}
+    # The rows the answer and the event name, from what the update returned: only the fields they read are
+    # loaded, any other is read from the database if asked for.
+    db = task._state.db
+    task.phase = Phase.from_db(db, ["id", "key"], [task.phase_id, returned["phase_key"]])
+    if board is None:
+        board = Board.from_db(db, ["id", "slug"], [returned["board_id"], returned["board_slug"]])
+    task.ticket = Ticket.from_db(db, ["id", "board_id"], [task.ticket_id, board.pk])
+    task.ticket.board = board
+    task.assigned_agent = agent
     changes = {"status": Agent.Status.BUSY}
     if isinstance(actor, Agent):
         changes["last_heartbeat"] = now  # asking for work is a sign of life; an assignment is not
     Agent.objects.filter(pk=agent.pk).update(**changes)
     event_emit(
-        board=task.ticket.board,
+        board=board,
         type=EventType.TASK_ASSIGNED,
         entity=task,
         payload=task_payload(task, attempt=task.attempt),
         actor=actor,
     )
     return task
+
+
+def _first(tasks):
+    """The first of `tasks` in the queue's order, locked with SKIP LOCKED where the database can."""
+    first = tasks.order_by(*QUEUE_ORDER).only("pk")[:1]
+    if connection.features.has_select_for_update_skip_locked:
+        first = first.select_for_update(skip_locked=True, of=("self",))
+    return first
+
+
+def _update_returning(queryset, *, values, returning):
+    """`queryset.update(**values)`, answering the rows it changed as instances, with each of `returning` set on them.
+
+    Django's update() says how many rows changed, not which; a claim must know
+    which task it took, and reading it again would cost a statement. This is
+    the same UPDATE with a RETURNING clause (SQLite 3.35 and PostgreSQL have
+    it): every column of the model, then each expression of `returning`, which
+    may refer to the updated row with OuterRef.
+    """
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    compiler = query.get_compiler(queryset.db)
+    sql, params = compiler.as_sql()
+    columns = [compiler.quote_name_unless_alias(field.column) for field in queryset.model._meta.concrete_fields]
+    for name, expression in returning.items():
+        expression_sql, expression_params = compiler.compile(expression.resolve_expression(query))
+        columns.append(f"{expression_sql} AS {compiler.quote_name_unless_alias(name)}")
+        params = (*params, *expression_params)
+    return list(queryset.model.objects.raw(f"{sql} RETURNING {', '.join(columns)}", params, using=queryset.db))
 
 
 def _held_task(task, agent, allowed, attempt):
