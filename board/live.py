@@ -19,7 +19,12 @@ N open pages would cost 2N queries a second. Here the sockets of a process
   of its own, and then reads the log only after a commit on a board it
   serves, plus a safety read every OMOI_LIVE_SAFETY_POLL_SECONDS; idle
   sockets then cost no event query at all. Without that connection (SQLite,
-  or PostgreSQL unreachable for it) the log is read every poll interval.
+  or PostgreSQL unreachable for it) the log is read every poll interval,
+  except that an SQLite database in a file is first looked at from outside:
+  every commit, by any process, changes its write-ahead log, and while the
+  files are as they were at the last read (and not so recently written that
+  a commit could hide in the same clock tick) the read is skipped, up to the
+  safety interval.
 
 The task starts with the first socket and ends with the last: no sockets, no
 task, no queries.
@@ -28,6 +33,8 @@ task, no queries.
 import asyncio
 import contextlib
 import logging
+import os
+import time
 import weakref
 from collections import defaultdict
 from time import monotonic
@@ -69,6 +76,9 @@ SAFETY_POLL_SECONDS = 30.0
 # A LISTEN connection that fails is tried again after this long, then twice as long each time, up to the maximum.
 LISTEN_RETRY_SECONDS = 1.0
 LISTEN_RETRY_MAX_SECONDS = 60.0
+# Files written this recently may be written again within the same tick of the file system's clock,
+# with the same size: their look says nothing yet.
+RACY_SECONDS = 0.05
 
 
 def poll_seconds():
@@ -205,6 +215,30 @@ def listen_parameters():
     return {key: value for key, value in parameters.items() if value not in (None, "")}
 
 
+def sqlite_files():
+    """The files of the default database when it is SQLite in a file (the database and its log), else None."""
+    database = connections["default"]
+    name = str(database.settings_dict.get("NAME") or "")
+    if database.vendor != "sqlite" or not name or name == ":memory:" or "mode=memory" in name:
+        return None
+    return (name, name + "-wal")
+
+
+def files_look(paths):
+    """How `paths` look (inode, size, modification time), or None when one was written too recently to tell."""
+    look = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            look.append(None)
+            continue
+        if time.time_ns() - stat.st_mtime_ns < RACY_SECONDS * 1e9:
+            return None
+        look.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(look)
+
+
 class Poller:
     """The open board sockets of one event loop, and the one task that polls the log and checks access for them.
 
@@ -232,6 +266,10 @@ class Poller:
         self.listening = False
         self.read_at = self.checked_at = monotonic()
         self.failing = False
+        # An SQLite database's files, and how they looked before the last read of the log that queried it.
+        self.files = sqlite_files()
+        self.files_read = None
+        self.full_read_at = monotonic()
 
     def add(self, socket):
         self.boards[socket.board_id].add(socket)
@@ -288,6 +326,11 @@ class Poller:
     async def read(self):
         """Read the log of every board with sockets, once (again while a board may have more), and hand it out."""
         self.changed = False
+        look = files_look(self.files) if self.files is not None else None
+        if look is not None and look == self.files_read and monotonic() < self.full_read_at + safety_poll_seconds():
+            self.read_at = monotonic()  # nothing has committed since the last read: no query
+            return
+        self.files_read, self.full_read_at = look, monotonic()
         while True:
             self.read_at = monotonic()
             cursors = {}
@@ -300,6 +343,7 @@ class Poller:
             except Exception:
                 # A database hiccup must not end live updates: the next poll reads from the same positions.
                 self.failed("Live poll of the event log failed")
+                self.files_read = None
                 return
             self.failing = False
             deliveries = [

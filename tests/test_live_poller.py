@@ -115,7 +115,11 @@ def crowd_of_fifty(boards, bob, alice):
     return tabs + agents
 
 
-def test_fifty_sockets_cost_one_read_of_the_log_per_interval_in_all(boards, bob, alice, interval_poll, queries):
+def test_fifty_sockets_cost_one_read_of_the_log_per_interval_in_all(
+    boards, bob, alice, interval_poll, queries, monkeypatch
+):
+    # Read whether or not anything committed (as without a database file to look at).
+    monkeypatch.setattr("board.live.sqlite_files", lambda: None)
     crowd = crowd_of_fifty(boards, bob, alice)
 
     async def scenario():
@@ -127,6 +131,28 @@ def test_fifty_sockets_cost_one_read_of_the_log_per_interval_in_all(boards, bob,
             assert 5 <= len(statements) <= 11, statements
             assert reads_of_the_log(statements) == statements
             assert len(poller_tasks()) == 1
+
+    run(scenario)
+
+
+def test_idle_sockets_on_an_sqlite_file_cost_no_query_until_something_commits(
+    boards, bob, alice, interval_poll, queries
+):
+    if connection.vendor != "sqlite":
+        pytest.skip("the database's files are looked at on SQLite")
+    crowd = crowd_of_fifty(boards, bob, alice)
+    first = boards[0]
+
+    async def scenario():
+        async with sockets(crowd) as opened:
+            await asyncio.sleep(2 * POLL_SECONDS)
+            with queries.count() as statements:
+                await asyncio.sleep(10 * POLL_SECONDS)
+            assert statements == []
+            written = await log_quietly(first, 1)
+            for communicator, board in opened:
+                if board == first:
+                    assert await receive_events(communicator, 1) == written
 
     run(scenario)
 
@@ -338,3 +364,32 @@ def test_on_postgresql_idle_sockets_cost_no_read_and_a_commit_elsewhere_is_heard
             assert len(reads_of_the_log(statements)) <= 2, statements
 
     run(scenario)
+
+
+def test_an_sqlite_files_look_changes_with_every_commit_and_is_not_trusted_while_fresh(tmp_path, monkeypatch):
+    import os
+    import sqlite3
+
+    from board import live
+
+    path = tmp_path / "omoi.sqlite3"
+    database = sqlite3.connect(path)
+    database.execute("PRAGMA journal_mode=WAL")
+    database.execute("CREATE TABLE log (n INTEGER)")
+    database.commit()
+    paths = (str(path), f"{path}-wal")
+    monkeypatch.setattr(live, "RACY_SECONDS", 0)
+
+    before = live.files_look(paths)
+    database.execute("INSERT INTO log VALUES (1)")
+    database.commit()
+    after = live.files_look(paths)
+    assert before is not None and after is not None and before != after
+    assert live.files_look(paths) == after  # nothing committed: the same look
+
+    monkeypatch.setattr(live, "RACY_SECONDS", 60)
+    assert live.files_look(paths) is None  # written within the last minute: says nothing
+    os.utime(paths[1], ns=(0, 0))
+    os.utime(paths[0], ns=(0, 0))
+    assert live.files_look(paths) is not None
+    database.close()
