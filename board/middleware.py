@@ -134,11 +134,18 @@ async def _answer(send, status, message):
 
 
 def request_agent(request, token):
-    """The agent holding `token`: the one ApiBodyGuard found for this request, or looked up now."""
-    found = getattr(request, "scope", {}).get(SCOPE_AGENT)
+    """The agent holding `token`: the one ApiBodyGuard found for this request, or looked up now, once a request.
+
+    The Idempotency-Key guard and the API's authentication both ask; where no
+    ApiBodyGuard ran (a test client, another server), the first answer is kept
+    on the request for the second.
+    """
+    found = getattr(request, "scope", {}).get(SCOPE_AGENT) or getattr(request, "_omoi_agent", None)
     if found is not None and found[0] == token:
         return found[1]
-    return agent_authenticate(token)
+    agent = agent_authenticate(token)
+    request._omoi_agent = (token, agent)
+    return agent
 
 
 class ApiGuardMiddleware:

@@ -271,7 +271,6 @@ def branch_discovery(request, payload: BranchIn):
         required_capabilities=payload.required_capabilities,
         metadata=payload.metadata,
     )
-    task = Task.objects.select_related("ticket__board", "phase", "assigned_agent").get(pk=task.pk)
     return Status(
         201,
         {

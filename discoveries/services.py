@@ -85,14 +85,27 @@ def discovery_record(
 
     `event_payload` adds keys to the event's payload (the rescue says it was one); it never replaces the event's own.
     """
-    discovery = Discovery.objects.create(
+    return _discovery_insert(
         source_task=source_task,
         discovery_type=_clean_type(discovery_type),
         description=_required_text(description, field="description", max_length=DESCRIPTION_MAX),
+        actor=actor,
+        priority_boost=priority_boost,
+        metadata=_clean_metadata(metadata),
+        event_payload=event_payload,
+    )
+
+
+def _discovery_insert(*, source_task, discovery_type, description, actor, priority_boost, metadata, event_payload):
+    """The discovery's row and its event, from checked input, in the caller's transaction."""
+    discovery = Discovery.objects.create(
+        source_task=source_task,
+        discovery_type=discovery_type,
+        description=description,
         discovered_by=actor_label(actor),
         discovered_by_agent=actor if isinstance(actor, Agent) else None,
         priority_boost=bool(priority_boost),
-        metadata=_clean_metadata(metadata),
+        metadata=metadata,
     )
     event_emit(
         board=source_task.ticket.board,
@@ -137,13 +150,15 @@ def discovery_branch(
     higher with `priority_boost`. `event_payload` adds keys to each of the three events' payloads.
     Returns (discovery, task).
     """
-    discovery = discovery_record(
+    # The discovery is written without a savepoint of its own (nor does task_create take one): this
+    # function's transaction is the one that counts, and a refused task undoes the discovery with it.
+    discovery = _discovery_insert(
         source_task=source_task,
-        discovery_type=discovery_type,
-        description=description,
+        discovery_type=_clean_type(discovery_type),
+        description=_required_text(description, field="description", max_length=DESCRIPTION_MAX),
         actor=actor,
         priority_boost=priority_boost,
-        metadata=metadata,
+        metadata=_clean_metadata(metadata),
         event_payload=event_payload,
     )
     if priority is None:

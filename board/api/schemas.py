@@ -180,7 +180,7 @@ class TaskOut(Schema):
     @staticmethod
     def from_task(task, dependencies=None):
         if dependencies is None:
-            dependencies = list(task.dependencies.values_list("pk", flat=True))
+            dependencies = list(task.dependencies.order_by("pk").values_list("pk", flat=True))
         return {
             "id": task.pk,
             "ticket_id": task.ticket_id,

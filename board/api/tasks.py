@@ -51,7 +51,7 @@ def create_task(request, payload: TaskCreateIn):
         max_retries=payload.max_retries,
         timeout_seconds=payload.timeout_seconds,
     )
-    return Status(201, TaskOut.from_task(task))
+    return Status(201, TaskOut.from_task(task, dependencies=sorted(dep.pk for dep in dependencies)))
 
 
 @router.get("/{int:task_id}", response=TaskOut, summary="A task")

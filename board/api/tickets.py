@@ -4,8 +4,6 @@ from django.db.models import Prefetch
 from ninja import Router
 from ninja.responses import Status
 
-from phases.models import Phase
-
 from ..models import PhaseHistory, Task
 from ..selectors import agent_board, agent_ticket, ticket_gate
 from ..services import ticket_comment, ticket_create, ticket_result_submit, ticket_transition
@@ -45,7 +43,7 @@ def get_ticket(request, ticket_id: int):
     ticket = agent_ticket(request.auth, ticket_id)
     task_list = list(
         ticket.tasks.select_related("phase", "assigned_agent")
-        .prefetch_related(Prefetch("dependencies", queryset=Task.objects.only("pk")))
+        .prefetch_related(Prefetch("dependencies", queryset=Task.objects.only("pk").order_by("pk")))
         .order_by("created_at", "id")
     )
     for task in task_list:
@@ -72,9 +70,9 @@ def get_ticket(request, ticket_id: int):
 @router.post("/{int:ticket_id}/transition", response=TicketOut, summary="Move a ticket to another phase")
 def transition_ticket(request, ticket_id: int, payload: TransitionIn):
     ticket = agent_ticket(request.auth, ticket_id)
-    moved = ticket_transition(ticket=ticket, to_phase=payload.to_phase, actor=request.auth, reason=payload.reason)
-    moved.phase = Phase.objects.get(pk=moved.phase_id)
-    return ticket_out(moved)
+    return ticket_out(
+        ticket_transition(ticket=ticket, to_phase=payload.to_phase, actor=request.auth, reason=payload.reason)
+    )
 
 
 @router.post("/{int:ticket_id}/comments", response={201: CommentOut}, summary="Comment on a ticket")

@@ -93,7 +93,6 @@ def task_retry_delay(task, *, rng=RETRY_JITTER):
     )
 
 
-@transaction.atomic
 def task_create(
     *,
     ticket,
@@ -119,6 +118,12 @@ def task_create(
     through the transition service. Its score is `task_score`'s: `score`, when
     given, replaces the priority's weight; `boost` is a discovery's boost; each
     dependency still open gains the points of one more dependent.
+
+    The input is checked before the transaction begins, and the writes take
+    no savepoint of their own (one statement each way, and a discovery's
+    branch makes one): a refusal leaves the caller's transaction untouched,
+    while an error during the writes marks it for rollback, as it would undo
+    any caller that does not catch it.
     """
     title = clean_text(title, field="title", max_length=200, required=True)
     task_type = clean_text(task_type, field="task_type", max_length=64) or "work"
@@ -142,40 +147,42 @@ def task_create(
     if timeout_seconds is None:
         timeout_seconds = phase.timeout_seconds or 3600
     base = PRIORITY_SCORE[priority] if score is None else float(score)
-    task = Task.objects.create(
-        ticket=ticket,
-        phase=phase,
-        title=title,
-        description=description or "",
-        task_type=task_type,
-        priority=priority,
-        required_capabilities=clean_capabilities(required_capabilities, field="required_capabilities"),
-        max_retries=max_retries,
-        timeout_seconds=timeout_seconds,
-        parent=parent,
-        created_by=actor_label(actor),
-    )
-    # The score counts age from created_at, which the insert sets.
-    task.score = task_score(base=base, boost=boost, created_at=task.created_at, now=SCORE_EPOCH)
-    Task.objects.filter(pk=task.pk).update(score=task.score)
-    if dependencies:
-        task.dependencies.set(dependencies)
-        Task.objects.filter(pk__in=[dep.pk for dep in dependencies], status__in=Task.OPEN_STATUSES).update(
-            score=F("score") + DEPENDENT_POINTS
+    required_capabilities = clean_capabilities(required_capabilities, field="required_capabilities")
+    with transaction.atomic(savepoint=False):
+        task = Task.objects.create(
+            ticket=ticket,
+            phase=phase,
+            title=title,
+            description=description or "",
+            task_type=task_type,
+            priority=priority,
+            required_capabilities=required_capabilities,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            parent=parent,
+            created_by=actor_label(actor),
         )
-    event_emit(
-        board=ticket.board,
-        type=EventType.TASK_CREATED,
-        entity=task,
-        payload=task_payload(
-            task,
-            priority=task.priority,
-            parent=parent.pk if parent else None,
-            dependencies=[dep.pk for dep in dependencies],
-            **(event_payload or {}),
-        ),
-        actor=actor,
-    )
+        # The score counts age from created_at, which the insert sets.
+        task.score = task_score(base=base, boost=boost, created_at=task.created_at, now=SCORE_EPOCH)
+        Task.objects.filter(pk=task.pk).update(score=task.score)
+        if dependencies:
+            task.dependencies.set(dependencies)
+            Task.objects.filter(pk__in=[dep.pk for dep in dependencies], status__in=Task.OPEN_STATUSES).update(
+                score=F("score") + DEPENDENT_POINTS
+            )
+        event_emit(
+            board=ticket.board,
+            type=EventType.TASK_CREATED,
+            entity=task,
+            payload=task_payload(
+                task,
+                priority=task.priority,
+                parent=parent.pk if parent else None,
+                dependencies=[dep.pk for dep in dependencies],
+                **(event_payload or {}),
+            ),
+            actor=actor,
+        )
     return task
 
 
@@ -533,5 +540,7 @@ def task_release(task, *, actor, reason):
 
 
 def _agent_free(agent):
-    if not Task.objects.in_hand().filter(assigned_agent=agent).exists():
-        Agent.objects.filter(pk=agent.pk, status=Agent.Status.BUSY).update(status=Agent.Status.IDLE)
+    holds_one = Task.objects.in_hand().filter(assigned_agent=agent)
+    Agent.objects.filter(pk=agent.pk, status=Agent.Status.BUSY).filter(~Exists(holds_one)).update(
+        status=Agent.Status.IDLE
+    )
