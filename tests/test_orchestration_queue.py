@@ -364,7 +364,9 @@ def test_a_hundred_idle_agents_get_work_from_ten_thousand_tasks_quickly(board, a
     assert set(Task.objects.filter(status="assigned").values_list("priority", flat=True)) == {"CRITICAL"}
     assert len({agent.pk for agent in crew}) == Task.objects.in_hand().values("assigned_agent").distinct().count()
     print(f"assigned 100 tasks in {elapsed:.2f} s")
-    assert elapsed < 3, f"assigning 100 tasks took {elapsed:.2f} s"
+    # Not a speed goal (bench/orchestrator.py measures those): a guard against a claim whose plan checks
+    # every pending task, which takes 15-20 s here on a fresh bulk load against 2-3 s when it does not.
+    assert elapsed < 10, f"assigning 100 tasks took {elapsed:.2f} s"
 
 
 @pytest.mark.postgres
