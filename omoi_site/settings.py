@@ -159,7 +159,8 @@ else:
     # upgrade a read lock (which SQLite refuses with "database is locked").
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend, with this process's write transactions taking turns (see its docstring).
+            "ENGINE": "omoi_site.sqlite",
             "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
             "OPTIONS": {
                 "timeout": envint("SQLITE_BUSY_TIMEOUT", "20", minimum=0),

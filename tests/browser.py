@@ -69,7 +69,7 @@ def give_browser_password(user):
 def _server_database_env():
     """Point the server at the database this test session created."""
     database = connection.settings_dict
-    if database["ENGINE"] == "django.db.backends.sqlite3":
+    if connection.vendor == "sqlite":
         name = database["NAME"]
         if connection.is_in_memory_db():
             raise RuntimeError("The SQLite test database is in memory; another process cannot open it.")

@@ -63,7 +63,7 @@ def settings_with(**env):
 
 def test_the_defaults_are_sqlite_and_the_in_memory_layer():
     result = settings_with()
-    assert result.stdout.split() == ["django.db.backends.sqlite3", "channels.layers.InMemoryChannelLayer"]
+    assert result.stdout.split() == ["omoi_site.sqlite", "channels.layers.InMemoryChannelLayer"]
 
 
 def test_urls_select_postgresql_and_redis():
