@@ -37,6 +37,17 @@ def envint(name, default, *, minimum=None):
     return value
 
 
+def envfloat(name, default, *, minimum):
+    raw = os.environ.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw}")
+    return value
+
+
 def envlist(name, default):
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -259,6 +270,13 @@ OMOI_MISSED_HEARTBEATS = envint("OMOI_MISSED_HEARTBEATS", "3", minimum=1)
 OMOI_RETRY_BACKOFF_MAX = timedelta(seconds=envint("OMOI_RETRY_BACKOFF_MAX_SECONDS", "3600", minimum=1))
 # A ticket without progress for this long is stuck: it gets one rescue per window, at most.
 OMOI_RESCUE_WINDOW = timedelta(minutes=envint("OMOI_RESCUE_WINDOW_MINUTES", "60", minimum=1))
+
+# Live board pages (board/live.py): the sockets of a server process share one reader of the event log, which
+# reads it at most every OMOI_LIVE_POLL_SECONDS (on PostgreSQL only after a commit, and every
+# OMOI_LIVE_SAFETY_POLL_SECONDS anyway), and re-checks every socket's access every OMOI_LIVE_ACCESS_SECONDS.
+OMOI_LIVE_POLL_SECONDS = envfloat("OMOI_LIVE_POLL_SECONDS", "1", minimum=0.01)
+OMOI_LIVE_ACCESS_SECONDS = envfloat("OMOI_LIVE_ACCESS_SECONDS", "10", minimum=0.01)
+OMOI_LIVE_SAFETY_POLL_SECONDS = envfloat("OMOI_LIVE_SAFETY_POLL_SECONDS", "30", minimum=0.01)
 
 LOGGING = {
     "version": 1,

@@ -183,3 +183,19 @@ def test_the_server_cap_must_leave_room_for_the_api_and_workflow_uploads():
     result = settings_with(OMOI_MAX_REQUEST_BYTES="100000")
     assert result.returncode != 0
     assert "OMOI_MAX_REQUEST_BYTES must leave room" in result.stderr
+
+
+def test_the_live_intervals_come_from_the_environment():
+    intervals = (
+        "settings.OMOI_LIVE_POLL_SECONDS, settings.OMOI_LIVE_ACCESS_SECONDS, settings.OMOI_LIVE_SAFETY_POLL_SECONDS"
+    )
+    assert printed_settings(intervals).stdout.split() == ["1.0", "10.0", "30.0"]
+    given = printed_settings(intervals, OMOI_LIVE_POLL_SECONDS="0.2", OMOI_LIVE_ACCESS_SECONDS="5")
+    assert given.stdout.split() == ["0.2", "5.0", "30.0"]
+
+
+@pytest.mark.parametrize("value", ["0", "soon", "nan", "-1"])
+def test_a_bad_live_interval_is_refused_naming_the_variable(value):
+    result = printed_settings("settings.OMOI_LIVE_POLL_SECONDS", OMOI_LIVE_POLL_SECONDS=value)
+    assert result.returncode != 0
+    assert "OMOI_LIVE_POLL_SECONDS must be" in result.stderr
