@@ -153,9 +153,10 @@ def populate(*, slug, rng, tickets=TICKETS, tasks=TASKS, busy_agents=BUSY_AGENTS
 
 
 def hold_busy_tasks(board, count, rng, now):
-    """`count` agents on the board, each holding one of its pending tasks, half of them started."""
-    holders = agent_tokens(board, count, name="busy")
+    """`count` agents on the board (fewer on a small board), each holding one of its pending tasks, half started."""
     pending = list(Task.objects.filter(ticket__board=board, status=Task.Status.PENDING).values_list("pk", flat=True))
+    count = min(count, len(pending) // 4)
+    holders = agent_tokens(board, count, name="busy")
     for (agent, _), pk in zip(holders, rng.sample(pending, count), strict=True):
         started = rng.random() < 0.5
         Task.objects.filter(pk=pk).update(

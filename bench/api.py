@@ -55,7 +55,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .databases import Refused, Unreachable, describe, postgres_database, sqlite_database
+from .databases import Refused, Unreachable, describe, each_database_apart, postgres_database, sqlite_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,21 +108,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.database != "both":
         return run_database(args)
-    # Django reads its settings once per process: each database gets a process of its own.
-    status = 0
-    for database in DATABASES:
-        command = [sys.executable, "-m", "bench.api", "--database", database, *passed_on(args)]
-        env = dict(os.environ)
-        if database == "sqlite":
-            env.pop("DATABASE_URL", None)
-        status = max(status, 1 if subprocess.run(command, cwd=ROOT, env=env).returncode else 0)
-    return status
-
-
-def passed_on(args):
-    options = ["--clients", "--requests", "--warmup", "--tickets", "--tasks", "--seed"]
-    given = [str(value) for option in options for value in (option, getattr(args, option[2:]))]
-    return given + (["--skip-unreachable"] if args.skip_unreachable else [])
+    return each_database_apart(
+        "bench.api", args, ["--clients", "--requests", "--warmup", "--tickets", "--tasks", "--seed"]
+    )
 
 
 def run_database(args):

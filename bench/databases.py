@@ -4,13 +4,18 @@ Nothing here imports Django: the database is chosen before Django reads its sett
 """
 
 import contextlib
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 # Written on the databases this module creates: one carrying it may be dropped again, any other is left alone.
 BENCH_COMMENT = "Omoi benchmark database: created and dropped by python -m bench.board"
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Refused(Exception):
@@ -121,3 +126,21 @@ def database_version(connection):
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         return cursor.fetchone()[0]
+
+
+def each_database_apart(module, args, options):
+    """Run `python -m <module> --database <each>` for SQLite, then PostgreSQL; 1 when either run failed.
+
+    Django reads its settings once per process, so each database gets a process of its own. `options` are
+    the command-line options passed on from `args` (their values, and --skip-unreachable when given).
+    """
+    passed = [str(value) for option in options for value in (option, getattr(args, option[2:].replace("-", "_")))]
+    passed += ["--skip-unreachable"] if args.skip_unreachable else []
+    status = 0
+    for database in ("sqlite", "postgresql"):
+        env = dict(os.environ)
+        if database == "sqlite":
+            env.pop("DATABASE_URL", None)
+        command = [sys.executable, "-m", module, "--database", database, *passed]
+        status = max(status, 1 if subprocess.run(command, cwd=ROOT, env=env).returncode else 0)
+    return status

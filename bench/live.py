@@ -45,7 +45,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ from .api import (
     redis_reachable,
     server_environment,
 )
-from .databases import Refused, Unreachable, describe, postgres_database, sqlite_database
+from .databases import Refused, Unreachable, describe, each_database_apart, postgres_database, sqlite_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/omoi_bench"
@@ -111,21 +110,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.database != "both":
         return run_database(args)
-    # Django reads its settings once per process: each database gets a process of its own.
-    status = 0
-    for database in DATABASES:
-        command = [sys.executable, "-m", "bench.live", "--database", database, *passed_on(args)]
-        env = dict(os.environ)
-        if database == "sqlite":
-            env.pop("DATABASE_URL", None)
-        status = max(status, 1 if subprocess.run(command, cwd=ROOT, env=env).returncode else 0)
-    return status
-
-
-def passed_on(args):
-    options = ["--clients", "--changes", "--idle-sockets", "--idle-seconds", "--tickets", "--tasks", "--seed"]
-    given = [str(value) for option in options for value in (option, getattr(args, option[2:].replace("-", "_")))]
-    return given + (["--skip-unreachable"] if args.skip_unreachable else [])
+    return each_database_apart(
+        "bench.live",
+        args,
+        ["--clients", "--changes", "--idle-sockets", "--idle-seconds", "--tickets", "--tasks", "--seed"],
+    )
 
 
 def run_database(args):

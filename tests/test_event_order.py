@@ -9,27 +9,15 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
 from board.events import event_emit
 from board.models import Board, Event
 from board.selectors.events import events_after, last_event_id
 
+from .threads import in_thread
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def in_thread(work):
-    """Run `work` in a thread of its own, with its own connection, closed at the end."""
-
-    def run():
-        try:
-            work()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def chain(board):

@@ -3,10 +3,12 @@
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
 from board.models import Board
 from omoi_site.sqlite.base import WriterTurns
+
+from .threads import in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,18 +21,6 @@ def sqlite_only():
 
 def turn():
     return WriterTurns.of(connection.settings_dict["NAME"])
-
-
-def in_thread(work):
-    def run():
-        try:
-            work()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_a_second_writer_waits_for_the_turn_and_then_writes(workflow):
