@@ -25,11 +25,13 @@ socket closed before the handshake completes reaches the browser as a bare
 1006, and the page must tell "log in again" from "stop retrying".
 
 Access is checked again for all the sockets of the process at once every
-access interval (OMOI_LIVE_ACCESS_SECONDS, 10 s by default; board/live.py)
-and, before a broadcast or a replay is sent, whenever the socket's last
-check is older than that. An open socket whose access has ended is closed
-the same way within the access interval (and the time a check takes) and
-sent nothing more: 4401 once the session is gone or expired, the user is
+access interval (OMOI_LIVE_ACCESS_SECONDS, 10 s by default; board/live.py),
+within a poll interval of a change to what decides it (a membership, a
+board, a user, an agent or a session; board/migrations/0007), and, before a
+broadcast or a replay is sent, whenever the socket's last check is older
+than the access interval. An open socket whose access has ended is closed
+the same way (a session that simply expires, within the access interval)
+and sent nothing more: 4401 once the session is gone or expired, the user is
 inactive or deleted, the password has changed, or the agent is revoked;
 4404 once the member or agent has left the board, or the board is gone.
 

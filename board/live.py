@@ -13,7 +13,10 @@ N open pages would cost 2N queries a second. Here the sockets of a process
   and hands each socket the events it lacks;
 - checks the access of every socket in a fixed number of queries (users,
   their boards, memberships and sessions; agents and their boards) once per
-  access interval (OMOI_LIVE_ACCESS_SECONDS) and closes those that lost it;
+  access interval (OMOI_LIVE_ACCESS_SECONDS), and within a poll interval of
+  a change that may decide it (on PostgreSQL the tables that decide access
+  notify `omoi_access`; on SQLite any commit counts), and closes the sockets
+  that lost it;
 - on PostgreSQL, LISTENs on `omoi_events` (the commit trigger notifies the
   board's id, board/migrations/0006_event_log_positions.py) on a connection
   of its own, and then reads the log only after a commit on a board it
@@ -59,6 +62,10 @@ CLOSE_NOT_FOUND = 4404
 
 # The channel the commit trigger notifies with a board's id (board/migrations/0006_event_log_positions.py).
 CHANNEL = "omoi_events"
+# The channel notified when a row that decides who may listen changes: a membership or an agent's place on a
+# board removed, a board deleted, a user or an agent changed, a session deleted
+# (board/migrations/0007_access_notifications.py).
+ACCESS_CHANNEL = "omoi_access"
 # Events read in one query, at most; a board with more is read again at once.
 READ_LIMIT = 500
 # A poll interval below this would turn the poll into a busy loop.
@@ -263,6 +270,8 @@ class Poller:
         # Set by a notification of a board with sockets, or by the listener (re)connecting.
         self.wake = asyncio.Event()
         self.changed = False
+        # Set when something that decides who may listen may have changed (see ACCESS_CHANNEL).
+        self.access_changed = False
         self.listening = False
         self.read_at = self.checked_at = monotonic()
         self.failing = False
@@ -298,13 +307,13 @@ class Poller:
         try:
             while self.boards:
                 now = monotonic()
-                if now >= self.checked_at + access_seconds():
+                if now >= self.next_check_at():
                     await self.check_access()
                 elif now >= self.next_read_at():
                     await self.read()
                 else:
                     self.wake.clear()
-                    wait = min(self.checked_at + access_seconds(), self.next_read_at()) - now
+                    wait = min(self.next_check_at(), self.next_read_at()) - now
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), wait)
         finally:
@@ -312,6 +321,13 @@ class Poller:
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
+
+    def next_check_at(self):
+        if self.access_changed:
+            # Whatever decides access changed (a member removed, an agent revoked, a logout): check within an
+            # interval, however busy, so someone taken off a board stops getting its events at once.
+            return self.checked_at + min(poll_seconds(), access_seconds())
+        return self.checked_at + access_seconds()
 
     def next_read_at(self):
         if not self.listening:
@@ -330,6 +346,9 @@ class Poller:
         if look is not None and look == self.files_read and monotonic() < self.full_read_at + safety_poll_seconds():
             self.read_at = monotonic()  # nothing has committed since the last read: no query
             return
+        if self.files is not None and look != self.files_read:
+            # Something committed: it may have been a change of who may listen (SQLite notifies nobody).
+            self.access_may_have_changed()
         self.files_read, self.full_read_at = look, monotonic()
         while True:
             self.read_at = monotonic()
@@ -368,6 +387,7 @@ class Poller:
 
     async def check_access(self):
         self.checked_at = started = monotonic()
+        self.access_changed = False
         sockets = self.sockets()
         if not sockets:
             return
@@ -390,12 +410,15 @@ class Poller:
             try:
                 async with await psycopg.AsyncConnection.connect(**parameters, autocommit=True) as listening:
                     await listening.execute(f"LISTEN {CHANNEL}")
+                    await listening.execute(f"LISTEN {ACCESS_CHANNEL}")
                     self.listening = True
                     delay = LISTEN_RETRY_SECONDS
                     # Whatever committed before LISTEN took effect was notified to no one: read once now.
                     self.notified()
                     async for notification in listening.notifies():
-                        if notification.payload.isdigit() and int(notification.payload) in self.boards:
+                        if notification.channel == ACCESS_CHANNEL:
+                            self.access_may_have_changed()
+                        elif notification.payload.isdigit() and int(notification.payload) in self.boards:
                             self.notified()
             except asyncio.CancelledError:
                 raise
@@ -409,4 +432,8 @@ class Poller:
 
     def notified(self):
         self.changed = True
+        self.wake.set()
+
+    def access_may_have_changed(self):
+        self.access_changed = True
         self.wake.set()

@@ -393,3 +393,28 @@ def test_an_sqlite_files_look_changes_with_every_commit_and_is_not_trusted_while
     os.utime(paths[0], ns=(0, 0))
     assert live.files_look(paths) is not None
     database.close()
+
+
+def test_a_change_of_who_may_listen_is_checked_at_once_not_at_the_next_access_interval(
+    board, alice, bob, charlie, settings
+):
+    """A member taken off the board straight in the database (as the admin does), and a revoked agent."""
+    settings.OMOI_LIVE_POLL_SECONDS = 0.2
+    settings.OMOI_LIVE_ACCESS_SECONDS = 3600
+    board.members.add(charlie)
+    scout, token = agent_create(name="scout", boards=[board], actor=alice)
+    tabs = [(browser_login(bob)[0], board), (browser_login(charlie)[0], board), (bearer(token), board)]
+
+    async def scenario():
+        async with sockets(tabs) as opened:
+            (bobs, _), (charlies, _), (scouts, _) = opened
+            await asyncio.sleep(0.5)  # the poller is up (and listening, on PostgreSQL)
+            await database_sync_to_async(board.members.remove)(bob)
+            async with asyncio.timeout(3):
+                await assert_closed_with(bobs, consumers.CLOSE_NOT_FOUND)
+            await database_sync_to_async(agent_revoke)(agent=scout, actor=alice)
+            async with asyncio.timeout(3):
+                await assert_closed_with(scouts, consumers.CLOSE_UNAUTHENTICATED)
+            await assert_still_usable(charlies)
+
+    run(scenario)
