@@ -120,29 +120,40 @@ def main(argv=None):
 
 
 def run_database(args):
+    return run_pass(args, run, database_name=DATABASE_NAME, redis_url=DEFAULT_REDIS_URL, title="API benchmark")
+
+
+def run_pass(args, run, *, database_name, redis_url, title):
+    """One database's pass of a benchmark: a new database (`args.database`), `run` on it, then it is dropped.
+
+    `run(args, env, vendor=, where=, redis_url=, location=)` gets the server's environment; on PostgreSQL
+    `location` is the new database's URL on DATABASE_URL's server, with Redis at BENCH_REDIS_URL (else
+    `redis_url`) when it answers.
+    """
     started = time.perf_counter()
     if args.database == "sqlite":
         with sqlite_database() as path:
             env = server_environment(sqlite_path=path)
             apply_environment(env)
-            status = run(args, env, vendor="sqlite", where="a temporary file", redis_url=None)
+            status = run(args, env, vendor="sqlite", where="a temporary file", redis_url=None, location=None)
     else:
-        url = bench_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL, DATABASE_NAME)
-        redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+        url = bench_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL, database_name)
+        redis_url = os.environ.get("BENCH_REDIS_URL", redis_url)
         if not redis_reachable(redis_url):
-            print(f"Redis at {redis_url} does not answer: events are broadcast through the in-memory layer instead.")
+            print(f"Redis at {redis_url} does not answer: events go through the in-memory layer instead.")
             redis_url = None
         try:
             with postgres_database(url) as location:
                 env = server_environment(database_url=location, redis_url=redis_url)
                 apply_environment(env)
-                status = run(args, env, vendor="postgresql", where=describe(location), redis_url=redis_url)
+                where = describe(location)
+                status = run(args, env, vendor="postgresql", where=where, redis_url=redis_url, location=location)
         except Refused as exc:
             raise SystemExit(str(exc)) from None
         except Unreachable as exc:
             if not args.skip_unreachable:
                 raise SystemExit(str(exc)) from None
-            print(f"{exc}\nAPI benchmark on PostgreSQL skipped.")
+            print(f"{exc}\n{title} on PostgreSQL skipped.")
             return 0
     print(f"Done in {time.perf_counter() - started:.0f} s.")
     return status
@@ -269,7 +280,7 @@ def other_transactions(connection):
 # The run
 
 
-def run(args, env, *, vendor, where, redis_url):
+def run(args, env, *, vendor, where, redis_url, location=None):
     import django
 
     django.setup()

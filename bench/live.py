@@ -55,17 +55,13 @@ from urllib.parse import urlsplit, urlunsplit
 from .api import (
     ROOT,
     Client,
-    apply_environment,
-    bench_url,
     daphne,
     database_is_local,
-    redis_reachable,
-    server_environment,
+    run_pass,
 )
-from .databases import Refused, Unreachable, describe, each_database_apart, postgres_database, sqlite_database
+from .databases import each_database_apart
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/omoi_bench"
 DATABASE_NAME = "omoi_live_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/3"
 BOARD_SLUG = "live-bench"
@@ -118,38 +114,12 @@ def main(argv=None):
 
 
 def run_database(args):
-    started = time.perf_counter()
-    if args.database == "sqlite":
-        with sqlite_database() as path:
-            env = server_environment(sqlite_path=path)
-            apply_environment(env)
-            status = run(args, env, vendor="sqlite", where="a temporary file", redis_url=None, admin_url=None)
-    else:
-        url = bench_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL, DATABASE_NAME)
-        redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
-        if not redis_reachable(redis_url):
-            print(f"Redis at {redis_url} does not answer: events go through the in-memory layer instead.")
-            redis_url = None
-        try:
-            with postgres_database(url) as location:
-                env = server_environment(database_url=location, redis_url=redis_url)
-                apply_environment(env)
-                admin_url = urlunsplit(urlsplit(location)._replace(path="/postgres"))
-                status = run(
-                    args, env, vendor="postgresql", where=describe(location), redis_url=redis_url, admin_url=admin_url
-                )
-        except Refused as exc:
-            raise SystemExit(str(exc)) from None
-        except Unreachable as exc:
-            if not args.skip_unreachable:
-                raise SystemExit(str(exc)) from None
-            print(f"{exc}\nLive benchmark on PostgreSQL skipped.")
-            return 0
-    print(f"Done in {time.perf_counter() - started:.0f} s.")
-    return status
+    return run_pass(args, run, database_name=DATABASE_NAME, redis_url=DEFAULT_REDIS_URL, title="Live benchmark")
 
 
-def run(args, env, *, vendor, where, redis_url, admin_url):
+def run(args, env, *, vendor, where, redis_url, location):
+    # pg_stat_database is read from the server's maintenance database, beside the one measured.
+    admin_url = urlunsplit(urlsplit(location)._replace(path="/postgres")) if location else None
     import django
 
     django.setup()
