@@ -31,7 +31,8 @@ def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_ty
     name = clean_text(name, field="name", max_length=100, required=True)
     if Agent.objects.filter(name=name).exists():
         raise ValidationError({"name": f"An agent named {name!r} already exists."})
-    # Events lock their board row: several boards are always locked in id order, so two calls never cross.
+    # At commit each event locks its board's row, in the order the events were written: several boards are
+    # always written, and so locked, in id order, so two calls never cross.
     boards = sorted(boards, key=lambda board: board.pk)
     if not boards:
         raise ValidationError({"boards": "An agent works on at least one board."})
@@ -91,7 +92,7 @@ def agent_revoke(*, agent, actor):
         agent.status = Agent.Status.OFFLINE
         agent.save(update_fields=["revoked_at", "status"])
         in_hand = Task.objects.filter(assigned_agent=agent, status__in=[Task.Status.ASSIGNED, Task.Status.RUNNING])
-        # Board rows are locked by the events in id order, as everywhere.
+        # Events written board by board in id order: their commit locks the boards in that order, as everywhere.
         for task in in_hand.select_related("ticket__board", "phase").order_by("ticket__board_id", "pk"):
             task_release(task, actor=actor, reason=f"Agent {agent.name} was revoked.")
     return agent

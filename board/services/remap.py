@@ -55,7 +55,8 @@ def tickets_remap_phase(*, old_phase, new_phase, actor=WORKFLOW_RELOAD, reason=N
     reason = reason or _reason(old_phase, new_phase)
     column = _lock_columns(old_phase, new_phase)
     column_phase_ids = list(column.phases.values_list("pk", flat=True)) if column else [new_phase.pk]
-    # Board by board in id order: writing an event locks its board row, and several boards are locked in id order.
+    # Board by board in id order: at commit each event locks its board's row, in the order the events were
+    # written, and several boards are always locked in id order.
     tickets = list(
         Ticket.objects.select_for_update()
         .filter(phase=old_phase)

@@ -172,7 +172,7 @@ def _lock_columns(*, column, phase, from_phase_id):
 
 def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reason="", force=False, transition=False):
     reason = (reason or "").strip()
-    # Lock order: columns, then the ticket, then the board row (event_emit, last).
+    # Lock order: columns, then the ticket, then at commit the board row (the event's position, last).
     seen = Ticket.objects.select_related("board__workflow").get(pk=ticket.pk)
     workflow = seen.board.workflow
     if phase is not None:
