@@ -34,11 +34,11 @@ STATEMENTS = {
     "claim, nothing to do": (5, 6),
     # Token; the middleware's savepoint: the key recorded (in a savepoint of its own), the claim, the answer stored.
     "claim with an Idempotency-Key": (13, 15),
-    # Token; the task; locked and read again; the update; the event; the answer's dependencies.
-    "start": 8,
+    # Token; the endpoint's savepoint: the task, locked; the update; the event; the answer's dependencies.
+    "start": 7,
     # As start, and the agent made idle.
-    "complete": 9,
-    "fail": 9,
+    "complete": 8,
+    "fail": 8,
     # Token; the ticket; the insert, its score, the event (no savepoint: see task_create).
     "task create": 5,
     # Token; the source task; the discovery and its event; the task, its score and its event; the branch and

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from board.models import Agent, Board, Event, Task, TicketComment
@@ -296,6 +296,22 @@ def test_only_the_holder_may_report_on_a_task(task, agent, board, alice):
     task_complete(task=task, agent=agent)
     with pytest.raises(TaskStateError, match="is completed"):
         task_fail(task=task, agent=agent, error="late")
+
+
+def test_a_report_on_a_task_the_caller_locked_refuses_before_writing_and_keeps_its_transaction(
+    task, agent, board, alice
+):
+    other = agent_create(name="other", boards=[board], actor=alice)[0]
+    task_claim(agent=agent)
+    with transaction.atomic():
+        locked = Task.objects.select_for_update().select_related("ticket__board", "phase").get(pk=task.pk)
+        with pytest.raises(TaskStateError, match="held by another agent"):
+            task_complete(task=locked, agent=other, locked=True)
+        # The caller's transaction goes on: the refusal wrote nothing and broke nothing.
+        assert Task.objects.get(pk=task.pk).status == Task.Status.ASSIGNED
+        done = task_complete(task=locked, agent=agent, result={"ok": True}, locked=True)
+    assert (done.status, Task.objects.get(pk=task.pk).status) == ("completed", "completed")
+    assert Event.objects.filter(type="task.completed", entity_id=str(task.pk)).count() == 1
 
 
 def test_a_retryable_failure_waits_its_back_off_then_is_claimed_again(task, agent):

@@ -3,9 +3,12 @@
 An agent holds one task at a time: `/tasks/next` answers the task it holds,
 if any (also one the orchestrator assigned to it), else claims the best ready
 one. Each claim is a new attempt; start, complete and fail may say which
-attempt they report on, and a superseded one is refused (409).
+attempt they report on, and a superseded one is refused (409). Those three
+find the task with its row locked, in the transaction their service then
+works in, so it is read once.
 """
 
+from django.db import transaction
 from ninja import Router
 from ninja.responses import Status
 
@@ -62,30 +65,36 @@ def get_task(request, task_id: int):
 @router.post("/{int:task_id}/start", response=TaskOut, summary="Start a task the agent holds")
 def start_task(request, task_id: int, payload: TaskStartIn | None = None):
     attempt = payload.attempt if payload is not None else None
-    task = task_start(task=agent_task(request.auth, task_id), agent=request.auth, attempt=attempt)
+    with transaction.atomic():
+        task = agent_task(request.auth, task_id, for_update=True)
+        task = task_start(task=task, agent=request.auth, attempt=attempt, locked=True)
     return TaskOut.from_task(task)
 
 
 @router.post("/{int:task_id}/complete", response=TaskOut, summary="Complete a task the agent holds")
 def complete_task(request, task_id: int, payload: TaskCompleteIn):
-    task = task_complete(
-        task=agent_task(request.auth, task_id),
-        agent=request.auth,
-        result=payload.result,
-        artifacts=payload.artifacts,
-        completed_criteria=payload.completed_criteria,
-        attempt=payload.attempt,
-    )
+    with transaction.atomic():
+        task = task_complete(
+            task=agent_task(request.auth, task_id, for_update=True),
+            agent=request.auth,
+            result=payload.result,
+            artifacts=payload.artifacts,
+            completed_criteria=payload.completed_criteria,
+            attempt=payload.attempt,
+            locked=True,
+        )
     return TaskOut.from_task(task)
 
 
 @router.post("/{int:task_id}/fail", response=TaskOut, summary="Report a failure of a task the agent holds")
 def fail_task(request, task_id: int, payload: TaskFailIn):
-    task = task_fail(
-        task=agent_task(request.auth, task_id),
-        agent=request.auth,
-        error=payload.error,
-        retryable=payload.retryable,
-        attempt=payload.attempt,
-    )
+    with transaction.atomic():
+        task = task_fail(
+            task=agent_task(request.auth, task_id, for_update=True),
+            agent=request.auth,
+            error=payload.error,
+            retryable=payload.retryable,
+            attempt=payload.attempt,
+            locked=True,
+        )
     return TaskOut.from_task(task)

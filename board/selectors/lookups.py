@@ -2,6 +2,8 @@
 
 The agent API, the agent runner's server side and any other interface an agent
 talks to share these, so "another board's objects do not exist" is one rule.
+A lookup names one row, so it drops the models' default ordering (a task's
+would join its ticket and board only to sort one row).
 """
 
 from phases.models import Phase
@@ -11,25 +13,32 @@ from ..models import Board, Task, Ticket
 
 
 def agent_board(agent, slug):
-    board = Board.objects.filter(agents=agent, slug=slug).select_related("workflow").first()
+    board = Board.objects.filter(agents=agent, slug=slug).select_related("workflow").order_by("pk").first()
     if board is None:
         raise NotFound(f"No board {slug!r} among this agent's boards.")
     return board
 
 
 def agent_ticket(agent, ticket_id):
-    ticket = Ticket.objects.filter(board__agents=agent, pk=ticket_id).select_related("board__workflow", "phase").first()
+    ticket = (
+        Ticket.objects.filter(board__agents=agent, pk=ticket_id)
+        .select_related("board__workflow", "phase")
+        .order_by("pk")
+        .first()
+    )
     if ticket is None:
         raise NotFound(f"No ticket {ticket_id} on this agent's boards.")
     return ticket
 
 
-def agent_task(agent, task_id):
-    task = (
-        Task.objects.filter(ticket__board__agents=agent, pk=task_id)
-        .select_related("ticket__board__workflow", "phase", "assigned_agent", "ticket__phase")
-        .first()
+def agent_task(agent, task_id, *, for_update=False):
+    """The task, with its ticket's board and workflow, its phase and its holder; `for_update` locks its row."""
+    tasks = Task.objects.filter(ticket__board__agents=agent, pk=task_id).select_related(
+        "ticket__board__workflow", "phase", "assigned_agent"
     )
+    if for_update:
+        tasks = tasks.select_for_update(of=("self",))
+    task = tasks.order_by("pk").first()
     if task is None:
         raise NotFound(f"No task {task_id} on this agent's boards.")
     return task

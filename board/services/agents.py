@@ -80,7 +80,7 @@ def agent_authenticate(token):
     """The agent holding `token`, or None when it is unknown or revoked."""
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    return Agent.objects.filter(token_hash=token_hash(token), revoked_at__isnull=True).first()
+    return Agent.objects.filter(token_hash=token_hash(token), revoked_at__isnull=True).order_by("pk").first()
 
 
 @transaction.atomic
@@ -246,7 +246,7 @@ def agent_mark_offline(*, agent, now=None, actor=ORCHESTRATOR):
     for board_id in sorted(boards):
         released = [task for task in held if task.ticket.board_id == board_id]
         for task in released:
-            task_fail(task=task, agent=agent, attempt=task.attempt, error=error, now=now, actor=actor)
+            task_fail(task=task, agent=agent, attempt=task.attempt, error=error, now=now, actor=actor, locked=True)
         if board_id in its_boards:
             event_emit(
                 board=boards[board_id],

@@ -5,6 +5,7 @@ an attempt the queue has since given up on (timed out, its agent gone silent)
 is refused instead of overwriting the work of the attempt that replaced it.
 """
 
+import contextlib
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -371,8 +372,30 @@ def _update_returning(queryset, *, values, returning):
     return list(queryset.model.objects.raw(f"{sql} RETURNING {', '.join(columns)}", params, using=queryset.db))
 
 
-def _held_task(task, agent, allowed, attempt):
-    task = Task.objects.select_for_update(of=("self",)).select_related("ticket__board", "phase").get(pk=task.pk)
+@contextlib.contextmanager
+def _holders_report(task, agent, allowed, attempt, locked):
+    """The transaction of a holder's report on `task`, giving the task as it is there, once it passed the checks.
+
+    The checks: the task is held by `agent`, in one of the `allowed` states
+    and, with `attempt`, still at that attempt. Without `locked`, this is a
+    transaction of its own, which reads the task again with its row locked.
+    With `locked`, the caller read it so in its own transaction: the checks
+    come before anything is written, so a refusal leaves that transaction as
+    it was, and the writes take no savepoint (an error during them marks the
+    caller's transaction for rollback, as in `task_create`).
+    """
+    if locked:
+        _check_held(task, agent, allowed, attempt)
+        with transaction.atomic(savepoint=False):
+            yield task
+        return
+    with transaction.atomic():
+        task = Task.objects.select_for_update(of=("self",)).select_related("ticket__board", "phase").get(pk=task.pk)
+        _check_held(task, agent, allowed, attempt)
+        yield task
+
+
+def _check_held(task, agent, allowed, attempt):
     if attempt is not None and attempt != task.attempt:
         if attempt < task.attempt:
             raise TaskStateError(
@@ -386,58 +409,60 @@ def _held_task(task, agent, allowed, attempt):
     if task.status not in allowed:
         raise TaskStateError(f"Task {task.pk} is {task.status}; this needs it {' or '.join(str(s) for s in allowed)}.")
     task.assigned_agent = agent
+
+
+def task_start(*, task, agent, attempt=None, now=None, locked=False):
+    """The holder starts the task; with `attempt`, only if that attempt is still the task's.
+
+    `locked`: the caller read `task` with its row locked, in the transaction
+    it is in (see `_holders_report`); the same for complete and fail.
+    """
+    with _holders_report(task, agent, [Task.Status.ASSIGNED], attempt, locked) as task:
+        task.status = Task.Status.RUNNING
+        task.started_at = now or timezone.now()
+        task.save(update_fields=["status", "started_at", "updated_at"])
+        event_emit(
+            board=task.ticket.board,
+            type=EventType.TASK_STARTED,
+            entity=task,
+            payload=task_payload(task, attempt=task.attempt),
+            actor=agent,
+        )
     return task
 
 
-@transaction.atomic
-def task_start(*, task, agent, attempt=None, now=None):
-    """The holder starts the task; with `attempt`, only if that attempt is still the task's."""
-    task = _held_task(task, agent, [Task.Status.ASSIGNED], attempt)
-    task.status = Task.Status.RUNNING
-    task.started_at = now or timezone.now()
-    task.save(update_fields=["status", "started_at", "updated_at"])
-    event_emit(
-        board=task.ticket.board,
-        type=EventType.TASK_STARTED,
-        entity=task,
-        payload=task_payload(task, attempt=task.attempt),
-        actor=agent,
-    )
-    return task
-
-
-@transaction.atomic
-def task_complete(*, task, agent, result=None, artifacts=(), completed_criteria=(), attempt=None, now=None):
+def task_complete(
+    *, task, agent, result=None, artifacts=(), completed_criteria=(), attempt=None, now=None, locked=False
+):
     """The holder reports the task done, with its result, artifacts and the done-definitions it met.
 
     With `attempt`, a report from an attempt the queue has given up on (timed
     out, or its agent went silent, and claimed again since) is refused and
     changes nothing.
     """
-    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING], attempt)
-    task.status = Task.Status.COMPLETED
-    task.result = result
-    task.artifacts = list(artifacts)
-    task.completed_criteria = list(completed_criteria)
-    task.finished_at = now or timezone.now()
-    task.error = ""
-    task.save(
-        update_fields=["status", "result", "artifacts", "completed_criteria", "finished_at", "error", "updated_at"]
-    )
-    _agent_free(agent)
-    missing = task.phase.missing_done_criteria(task.completed_criteria)
-    event_emit(
-        board=task.ticket.board,
-        type=EventType.TASK_COMPLETED,
-        entity=task,
-        payload=task_payload(task, attempt=task.attempt, missing_criteria=missing),
-        actor=agent,
-    )
+    with _holders_report(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING], attempt, locked) as task:
+        task.status = Task.Status.COMPLETED
+        task.result = result
+        task.artifacts = list(artifacts)
+        task.completed_criteria = list(completed_criteria)
+        task.finished_at = now or timezone.now()
+        task.error = ""
+        task.save(
+            update_fields=["status", "result", "artifacts", "completed_criteria", "finished_at", "error", "updated_at"]
+        )
+        _agent_free(agent)
+        missing = task.phase.missing_done_criteria(task.completed_criteria)
+        event_emit(
+            board=task.ticket.board,
+            type=EventType.TASK_COMPLETED,
+            entity=task,
+            payload=task_payload(task, attempt=task.attempt, missing_criteria=missing),
+            actor=agent,
+        )
     return task
 
 
-@transaction.atomic
-def task_fail(*, task, agent, error, retryable=True, attempt=None, now=None, actor=None):
+def task_fail(*, task, agent, error, retryable=True, attempt=None, now=None, actor=None, locked=False):
     """The holder's attempt failed. A retryable failure goes back to the queue after a back-off, while retries last.
 
     The back-off is `task_retry_delay`'s. After `max_retries` retries the task
@@ -445,9 +470,9 @@ def task_fail(*, task, agent, error, retryable=True, attempt=None, now=None, act
     reports it: the holder itself by default, the orchestrator for a holder
     that went silent.
     """
-    task = _held_task(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING], attempt)
     error = clean_text(error, field="error", required=True)
-    return _task_failed(task, actor=actor or agent, error=error, retryable=retryable, now=now or timezone.now())
+    with _holders_report(task, agent, [Task.Status.ASSIGNED, Task.Status.RUNNING], attempt, locked) as task:
+        return _task_failed(task, actor=actor or agent, error=error, retryable=retryable, now=now or timezone.now())
 
 
 @transaction.atomic
