@@ -49,10 +49,10 @@ STATEMENTS = {
     "ticket create": 11,
     # Token; the ticket; its tasks and their dependencies; its history; its comments.
     "ticket get": 6,
-    # Token; the ticket; the move: the ticket, the target phase, the columns, the ticket locked, the phase it
-    # leaves and where it may go, the column's phases, the WIP count, the last position; the ticket, its
-    # history, the event.
-    "ticket transition": 16,
+    # Token; the ticket; the move: the ticket's phase, the target phase, the columns, the ticket locked with
+    # the phase it leaves, where it may go, the column's phases, the WIP count, the last position; the ticket,
+    # its history, the event.
+    "ticket transition": 15,
     # Token; the ticket; the comment, the event.
     "comment": 6,
     # Token; the ticket; the gate's facts.

@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Prefetch, Q, prefetch_related_objects
 
 from phases.models import BoardColumn, Phase
 
@@ -105,11 +105,11 @@ def _column_of(phase):
     Locking the column row serialises every move into it, so the WIP count
     read below cannot be overtaken by a concurrent drop.
     """
-    return BoardColumn.objects.select_for_update().filter(phases=phase).first()
+    return BoardColumn.objects.select_for_update().filter(phases=phase).order_by("pk").first()
 
 
 def _phase_ids(column, phase):
-    return list(column.phases.values_list("pk", flat=True)) if column else [phase.pk]
+    return list(column.phases.order_by().values_list("pk", flat=True)) if column else [phase.pk]
 
 
 def _wip_check(*, board_id, column, force, forcing_allowed):
@@ -173,19 +173,22 @@ def _lock_columns(*, column, phase, from_phase_id):
 def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reason="", force=False, transition=False):
     reason = (reason or "").strip()
     # Lock order: columns, then the ticket, then at commit the board row (the event's position, last).
-    seen = Ticket.objects.select_related("board__workflow").get(pk=ticket.pk)
-    workflow = seen.board.workflow
+    board = ticket.board
+    workflow = board.workflow
+    # Where the ticket is now (the caller's copy may be older): its columns are locked first.
+    seen_phase_id = Ticket.objects.filter(pk=ticket.pk).values_list("phase_id", flat=True).get()
     if phase is not None:
         phase = resolve_phase(workflow, phase)
     if column is not None and column.workflow_id != workflow.pk:
         raise TransitionRefused(f"Column {column.name} belongs to another workflow than {workflow.name}.")
-    column = _lock_columns(column=column, phase=phase, from_phase_id=seen.phase_id)
-    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
-    if ticket.phase_id != seen.phase_id:
+    column = _lock_columns(column=column, phase=phase, from_phase_id=seen_phase_id)
+    ticket = Ticket.objects.select_for_update(of=("self",)).select_related("phase").get(pk=ticket.pk)
+    if ticket.phase_id != seen_phase_id:
         # Moved by someone else between the read and the lock: the columns locked are no longer its own.
         raise TransitionRefused(f"“{ticket.title}” was moved by someone else meanwhile; look again and retry.")
-    ticket.board = seen.board
-    from_phase = Phase.objects.with_transitions().get(pk=ticket.phase_id)
+    ticket.board = board
+    from_phase = ticket.phase
+    prefetch_related_objects([from_phase], Prefetch("allowed_transitions", queryset=Phase.objects.in_order()))
     if transition and phase == from_phase:
         raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
     column_phases = list(column.phases.in_order()) if column else [phase]
