@@ -296,23 +296,23 @@ class CapabilitiesWithin(models.Expression):
     def set_source_expressions(self, exprs):
         self.required, self.offered = exprs
 
-    def as_postgresql(self, compiler, connection):
-        required, required_params = compiler.compile(self.required)
-        offered, offered_params = compiler.compile(self.offered)
-        return f"(({required})::jsonb <@ ({offered})::jsonb)", (*required_params, *offered_params)
-
-    def as_sqlite(self, compiler, connection):
-        required, required_params = compiler.compile(self.required)
-        offered, offered_params = compiler.compile(self.offered)
-        sql = (
-            f"NOT EXISTS (SELECT 1 FROM json_each({required}) AS needed WHERE NOT EXISTS ("
-            f"SELECT 1 FROM json_each({offered}) AS given "
-            "WHERE given.type = needed.type AND given.value = needed.value))"
-        )
-        return sql, (*required_params, *offered_params)
+    @staticmethod
+    def sql(vendor, required, offered):
+        """The condition in SQL, for SQL expressions `required` and `offered` (also written out in the claim's)."""
+        if vendor == "postgresql":
+            return f"(({required})::jsonb <@ ({offered})::jsonb)"
+        if vendor == "sqlite":
+            return (
+                f"NOT EXISTS (SELECT 1 FROM json_each({required}) AS needed WHERE NOT EXISTS ("
+                f"SELECT 1 FROM json_each({offered}) AS given "
+                "WHERE given.type = needed.type AND given.value = needed.value))"
+            )
+        raise NotSupportedError(f"Capability matching is written for SQLite and PostgreSQL, not {vendor}.")
 
     def as_sql(self, compiler, connection):
-        raise NotSupportedError(f"Capability matching is written for SQLite and PostgreSQL, not {connection.vendor}.")
+        required, required_params = compiler.compile(self.required)
+        offered, offered_params = compiler.compile(self.offered)
+        return self.sql(connection.vendor, required, offered), (*required_params, *offered_params)
 
 
 def running_time_limit(timeout_seconds, phase):
@@ -341,8 +341,10 @@ class TaskQuerySet(models.QuerySet):
     def matching(self, agent):
         """Tasks `agent` may do: on its boards, in its phase if it has one, needing no capability it lacks.
 
-        The one definition of a match: an agent's claim, the orchestrator's
-        assignment and `Agent.has_capabilities` all go through it. `agent` is an
+        The one definition of a match: the orchestrator's views of the queue
+        and `Agent.has_capabilities` go through it, and the claim's statement
+        (`board.services.claim_sql`) says it again in SQL, tested to pick the
+        same task (`tests/test_claim_statement.py`). `agent` is an
         Agent, or `OuterRef("pk")` inside a query of agents, which then keeps
         the agents with work (`Exists(Task.objects.ready().matching(OuterRef("pk")))`).
         """

@@ -12,9 +12,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Exists, F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
-from django.db.models.sql import UpdateQuery
+from django.db.models import Exists, F
 from django.utils import timezone
 
 from phases.models import Phase
@@ -22,6 +20,7 @@ from phases.models import Phase
 from ..errors import TaskStateError, TransitionRefused
 from ..events import ORCHESTRATOR, EventType, actor_label, event_emit, task_payload
 from ..models import Agent, Board, Priority, Task, Ticket, running_time_limit
+from .claim_sql import claim_statement
 from .inputs import clean_capabilities, clean_priority, clean_text, resolve_phase
 
 PRIORITY_SCORE = {Priority.LOW: 1.0, Priority.MEDIUM: 2.0, Priority.HIGH: 3.0, Priority.CRITICAL: 4.0}
@@ -208,7 +207,7 @@ def task_claim(*, agent, board=None, now=None):
     live = Agent.objects.filter(pk=agent.pk, revoked_at__isnull=True)
     if not _agent_locked(live):
         return None
-    task = _task_take_best(agent, live=live, board=board, now=now, actor=agent)
+    task = _task_take_best(agent, idle_only=False, board=board, now=now, actor=agent)
     if task is not None:
         return task  # a task it matches is on one of its boards: taking one proves membership
     held = _task_in_hand(agent)
@@ -232,7 +231,7 @@ def task_assign(*, agent, now=None, actor=ORCHESTRATOR):
     idle = Agent.objects.filter(pk=agent.pk, revoked_at__isnull=True, status=Agent.Status.IDLE)
     if not _agent_locked(idle, skip_locked=True):
         return None
-    return _task_take_best(agent, live=idle, board=None, now=now, actor=actor)
+    return _task_take_best(agent, idle_only=True, board=None, now=now, actor=actor)
 
 
 def _agent_locked(agents, *, skip_locked=False):
@@ -262,18 +261,19 @@ QUEUE_ORDER = ("-score", "created_at", "id")
 QUEUE_HEAD = 100
 
 
-def _task_take_best(agent, *, live, board, now, actor):
+def _task_take_best(agent, *, idle_only, board, now, actor):
     """Take the best ready task `agent` matches, in one update; None when there is none (or it holds one).
 
-    The update picks its row with a subquery, the first task in `QUEUE_ORDER`
-    that is ready and that the agent matches, and takes it only while it is
-    still pending, `live` (the agent, if fit to claim) still finds the agent,
-    and the agent holds nothing; it returns the row it took. Where the
-    database can skip locked rows, the subquery locks its candidate with SKIP
-    LOCKED, so concurrent claims take the next tasks in line instead of
-    queueing behind the same one; SQLite runs one writer at a time, so there
-    the candidate it picks is still free, and its planner walks the queue in
-    order by an index, stopping at the first task that fits.
+    The update (`claim_sql.claim_statement`) picks its row with a subquery,
+    the first task in `QUEUE_ORDER` that is ready and that the agent matches
+    (`Task.objects.ready(now).matching(agent)`, said in SQL), and takes it
+    only while it is still pending, the agent is still fit to claim and
+    holds nothing; it returns the row it took. Where the database can skip
+    locked rows, the subquery locks its candidate with SKIP LOCKED, so
+    concurrent claims take the next tasks in line instead of queueing behind
+    the same one; SQLite runs one writer at a time, so there the candidate it
+    picks is still free, and its planner walks the queue in order by an
+    index, stopping at the first task that fits.
 
     PostgreSQL first reads the ids of the QUEUE_HEAD first pending tasks, from
     the task table alone, and the update looks among those; the rest of the
@@ -282,44 +282,26 @@ def _task_take_best(agent, *, live, board, now, actor):
     table yet (a fresh bulk load, no statistics) checks every pending task's
     dependencies, board and capabilities before sorting.
     """
-    ready = Task.objects.ready(now).matching(agent)
-    if board is not None:
-        ready = ready.filter(ticket__board=board)
-    tries = [ready]
+    heads = [None]
     if connection.vendor == "postgresql":
         # Apart, not as a subquery: in one statement the planner may still check every pending task first and
         # match them against the head last. A head shorter than QUEUE_HEAD is the whole queue.
-        head = list(
-            Task.objects.filter(status=Task.Status.PENDING)
-            .order_by(*QUEUE_ORDER)
-            .values_list("pk", flat=True)[:QUEUE_HEAD]
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                'SELECT "id" FROM "board_task" WHERE "status" = %s '
+                'ORDER BY "score" DESC, "created_at" ASC, "id" ASC LIMIT %s',
+                [Task.Status.PENDING, QUEUE_HEAD],
+            )
+            head = [row[0] for row in cursor.fetchall()]
         if not head:
             return None
-        tries = [ready.filter(pk__in=head)] + (tries if len(head) == QUEUE_HEAD else [])
-    best = Coalesce(*(Subquery(_first(tasks)) for tasks in tries), Value(None), output_field=BigIntegerField())
-    holds_one = Task.objects.in_hand().filter(assigned_agent=agent)
-    returning = {"phase_key": Subquery(Phase.objects.filter(pk=OuterRef("phase_id")).order_by().values("key"))}
-    if board is None:
-        tickets = Ticket.objects.filter(pk=OuterRef("ticket_id")).order_by()
-        returning["board_id"] = Subquery(tickets.values("board_id"))
-        returning["board_slug"] = Subquery(tickets.values("board__slug"))
-    taken = _update_returning(
-        Task.objects.filter(pk=best, status=Task.Status.PENDING).filter(~Exists(holds_one), Exists(live)),
-        values={
-            "status": Task.Status.ASSIGNED,
-            "assigned_agent": agent,
-            "assigned_at": now,
-            "started_at": None,
-            "attempt": F("attempt") + 1,
-            "updated_at": now,
-        },
-        returning=returning,
-    )
+        heads = [head] + (heads if len(head) == QUEUE_HEAD else [])
+    sql, params = claim_statement(agent, board=board, now=now, idle_only=idle_only, heads=heads)
+    taken = list(Task.objects.raw(sql, params))
     if not taken:
         return None
     task = taken[0]
-    returned = {name: vars(task).pop(name) for name in returning}
+    returned = {name: vars(task).pop(name) for name in ("phase_key", "board_id", "board_slug")}
     # The rows the answer and the event name, from what the update returned: only the fields they read are
     # loaded, any other is read from the database if asked for.
     db = task._state.db
@@ -341,35 +323,6 @@ def _task_take_best(agent, *, live, board, now, actor):
         actor=actor,
     )
     return task
-
-
-def _first(tasks):
-    """The first of `tasks` in the queue's order, locked with SKIP LOCKED where the database can."""
-    first = tasks.order_by(*QUEUE_ORDER).only("pk")[:1]
-    if connection.features.has_select_for_update_skip_locked:
-        first = first.select_for_update(skip_locked=True, of=("self",))
-    return first
-
-
-def _update_returning(queryset, *, values, returning):
-    """`queryset.update(**values)`, answering the rows it changed as instances, with each of `returning` set on them.
-
-    Django's update() says how many rows changed, not which; a claim must know
-    which task it took, and reading it again would cost a statement. This is
-    the same UPDATE with a RETURNING clause (SQLite 3.35 and PostgreSQL have
-    it): every column of the model, then each expression of `returning`, which
-    may refer to the updated row with OuterRef.
-    """
-    query = queryset.query.chain(UpdateQuery)
-    query.add_update_values(values)
-    compiler = query.get_compiler(queryset.db)
-    sql, params = compiler.as_sql()
-    columns = [compiler.quote_name_unless_alias(field.column) for field in queryset.model._meta.concrete_fields]
-    for name, expression in returning.items():
-        expression_sql, expression_params = compiler.compile(expression.resolve_expression(query))
-        columns.append(f"{expression_sql} AS {compiler.quote_name_unless_alias(name)}")
-        params = (*params, *expression_params)
-    return list(queryset.model.objects.raw(f"{sql} RETURNING {', '.join(columns)}", params, using=queryset.db))
 
 
 @contextlib.contextmanager
