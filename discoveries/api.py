@@ -46,7 +46,12 @@ _SPAWNED = Prefetch("spawned_tasks", queryset=Task.objects.only("pk").order_by("
 
 def agent_discovery(agent, discovery_id):
     discovery = (
-        _discoveries_of(agent).filter(pk=discovery_id).prefetch_related(_SPAWNED).select_related(*_RELATED).first()
+        _discoveries_of(agent)
+        .filter(pk=discovery_id)
+        .prefetch_related(_SPAWNED)
+        .select_related(*_RELATED)
+        .order_by("pk")
+        .first()
     )
     if discovery is None:
         raise NotFound(f"No discovery {discovery_id} on this agent's boards.")
@@ -112,7 +117,10 @@ class DiscoveryOut(Schema):
     metadata: dict[str, Any]
 
     @staticmethod
-    def from_discovery(discovery):
+    def from_discovery(discovery, spawned=None):
+        """The answer for `discovery`; `spawned` (task ids) when the caller knows them, else they are read."""
+        if spawned is None:
+            spawned = [task.pk for task in discovery.spawned_tasks.all()]
         return {
             "id": discovery.pk,
             "source_task_id": discovery.source_task_id,
@@ -120,7 +128,7 @@ class DiscoveryOut(Schema):
             "board": discovery.source_task.ticket.board.slug,
             "discovery_type": discovery.discovery_type,
             "description": discovery.description,
-            "spawned_task_ids": [task.pk for task in discovery.spawned_tasks.all()],
+            "spawned_task_ids": spawned,
             "discovered_at": discovery.discovered_at,
             "discovered_by": discovery.discovered_by,
             "priority_boost": discovery.priority_boost,
@@ -252,7 +260,8 @@ def record_discovery(request, payload: RecordIn):
         priority_boost=payload.priority_boost,
         metadata=payload.metadata,
     )
-    return Status(201, DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery.pk)))
+    # The discovery as written, with the source task the lookup read: nothing to read again.
+    return Status(201, DiscoveryOut.from_discovery(discovery, spawned=[]))
 
 
 @router.post("/branch", response={201: BranchOut}, summary="Record a discovery and spawn one task for it, in any phase")
@@ -274,7 +283,7 @@ def branch_discovery(request, payload: BranchIn):
     return Status(
         201,
         {
-            "discovery": DiscoveryOut.from_discovery(agent_discovery(request.auth, discovery.pk)),
+            "discovery": DiscoveryOut.from_discovery(discovery, spawned=[task.pk]),
             "task": TaskOut.from_task(task, dependencies=[]),
         },
     )

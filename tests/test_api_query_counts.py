@@ -41,9 +41,9 @@ STATEMENTS = {
     "fail": 8,
     # Token; the ticket; the insert, its score, the event (no savepoint: see task_create).
     "task create": 5,
-    # Token; the source task; the discovery and its event; the task, its score and its event; the branch and
-    # its event; the answer's discovery and its spawned tasks.
-    "discovery branch": 13,
+    # Token; the source task; savepoint: the discovery and its event; the task, its score and its event; the
+    # branch and its event (the answer is made from what was written).
+    "discovery branch": 11,
     # Token; the board; the first phase, the column locked, its phases, the last position; the ticket, its
     # history, the event.
     "ticket create": 11,
