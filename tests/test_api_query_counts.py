@@ -39,11 +39,11 @@ STATEMENTS = {
     # As start, and the agent made idle.
     "complete": 8,
     "fail": 8,
-    # Token; the ticket; the insert, its score, the event (no savepoint: see task_create).
-    "task create": 5,
-    # Token; the source task; savepoint: the discovery and its event; the task, its score and its event; the
-    # branch and its event (the answer is made from what was written).
-    "discovery branch": 11,
+    # Token; the ticket; the insert, the event (no savepoint: see task_create).
+    "task create": 4,
+    # Token; the source task; savepoint: the discovery and its event; the task and its event; the branch and its
+    # event (the answer is made from what was written).
+    "discovery branch": 10,
     # Token; the board; the first phase, the column locked, its phases, the last position; the ticket, its
     # history, the event.
     "ticket create": 11,

@@ -149,7 +149,11 @@ def task_create(
     base = PRIORITY_SCORE[priority] if score is None else float(score)
     required_capabilities = clean_capabilities(required_capabilities, field="required_capabilities")
     with transaction.atomic(savepoint=False):
+        # The score counts age from the clock read here; the insert stamps created_at a moment later, which
+        # keeps the same order (microseconds are 1e-11 of a point).
+        created = timezone.now()
         task = Task.objects.create(
+            score=task_score(base=base, boost=boost, created_at=created, now=SCORE_EPOCH),
             ticket=ticket,
             phase=phase,
             title=title,
@@ -162,9 +166,6 @@ def task_create(
             parent=parent,
             created_by=actor_label(actor),
         )
-        # The score counts age from created_at, which the insert sets.
-        task.score = task_score(base=base, boost=boost, created_at=task.created_at, now=SCORE_EPOCH)
-        Task.objects.filter(pk=task.pk).update(score=task.score)
         if dependencies:
             task.dependencies.set(dependencies)
             Task.objects.filter(pk__in=[dep.pk for dep in dependencies], status__in=Task.OPEN_STATUSES).update(
