@@ -179,16 +179,24 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     seen_phase_id = Ticket.objects.filter(pk=ticket.pk).values_list("phase_id", flat=True).get()
     if phase is not None:
         phase = resolve_phase(workflow, phase)
+    asked = phase
     if column is not None and column.workflow_id != workflow.pk:
         raise TransitionRefused(f"Column {column.name} belongs to another workflow than {workflow.name}.")
     column = _lock_columns(column=column, phase=phase, from_phase_id=seen_phase_id)
-    ticket = Ticket.objects.select_for_update(of=("self",)).select_related("phase").get(pk=ticket.pk)
+    locked = Ticket.objects.select_for_update(of=("self",)).select_related("phase")
+    if asked is not None:
+        # Whether the workflow lets it into the phase asked for, read with the lock.
+        transitions = Phase.allowed_transitions.through.objects.filter(from_phase_id=OuterRef("phase_id"))
+        locked = locked.annotate(may_enter=Exists(transitions.filter(to_phase_id=phase.pk)))
+    ticket = locked.get(pk=ticket.pk)
     if ticket.phase_id != seen_phase_id:
         # Moved by someone else between the read and the lock: the columns locked are no longer its own.
         raise TransitionRefused(f"“{ticket.title}” was moved by someone else meanwhile; look again and retry.")
     ticket.board = board
     from_phase = ticket.phase
-    prefetch_related_objects([from_phase], Prefetch("allowed_transitions", queryset=Phase.objects.in_order()))
+    if asked is None:
+        # A drop on a column: each of its phases may be tried.
+        prefetch_related_objects([from_phase], Prefetch("allowed_transitions", queryset=Phase.objects.in_order()))
     if transition and phase == from_phase:
         raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
     column_phases = list(column.phases.in_order()) if column else [phase]
@@ -210,7 +218,8 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
         raise TransitionRefused(f"{phase.name} is not shown in column {column.name}.")
 
     kind = PhaseHistory.Kind.NORMAL
-    if phase != from_phase and not from_phase.can_transition_to(phase):
+    allowed = ticket.may_enter if asked is not None else from_phase.can_transition_to(phase)
+    if phase != from_phase and not allowed:
         what = _not_allowed(from_phase, phase.name)
         if not force:
             raise TransitionRefused(f"{what}.")
