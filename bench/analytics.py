@@ -19,18 +19,17 @@ The database is always a new one, dropped at the end (see bench.databases).
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import sys
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from .board import configure_environment
 from .databases import database_version, on_new_database
+from .facts import machine_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -260,11 +259,7 @@ def run(args, where):
         connections.close_all()
     results = {
         "database": database,
-        "django": django.get_version(),
-        "python": platform.python_version(),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-        "cpus": os.cpu_count(),
+        **machine_facts(),
         "settings": {"runs": args.runs, "warmup": args.warmup, "seed": args.seed},
         **results,
     }

@@ -41,7 +41,6 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import random
 import secrets
 import socket
@@ -51,11 +50,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .databases import Refused, Unreachable, describe, each_database_apart, postgres_database, sqlite_database
+from .facts import machine_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -331,12 +330,7 @@ def run(args, env, *, vendor, where, redis_url, location=None):
         "server": f"{args.server}, 1 process",
         "settings_module": env["DJANGO_SETTINGS_MODULE"],
         "redis": redis_url,
-        "django": django.get_version(),
-        "python": platform.python_version(),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        # The clients run on the same machine as the server: both show in the figures.
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-        "cpus": os.cpu_count(),
+        **machine_facts(),
         "settings": {
             "clients": args.clients,
             "requests": args.requests,

@@ -16,13 +16,12 @@ to the next.
 import argparse
 import json
 import os
-import platform
 import secrets
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from .databases import database_version, on_new_database
+from .facts import machine_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,12 +99,7 @@ def run(args, where):
 
     results = {
         "database": database,
-        "django": django.get_version(),
-        "python": platform.python_version(),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        # Other work on the machine shows in the figures, in the p90 and p99 first.
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-        "cpus": os.cpu_count(),
+        **machine_facts(),
         "settings": {"runs": args.runs, "warmup": args.warmup, "moves": args.moves, "seed": args.seed},
         "search_word": scenarios.SEARCH_WORD,
         **results,

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import secrets
 import socket
 import statistics
@@ -29,11 +28,11 @@ import subprocess
 import sys
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 from .board import configure_environment
 from .databases import database_version, on_new_database
+from .facts import machine_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,11 +113,7 @@ def run(args, where, database_env):
 
     results = {
         "database": database,
-        "django": django.get_version(),
-        "python": platform.python_version(),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-        "cpus": os.cpu_count(),
+        **machine_facts(),
         "settings": {"runs": args.runs, "warmup": args.warmup, "updates": args.updates},
         "sizes": sizes,
         "browser": browser,

@@ -42,13 +42,12 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import random
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,6 +59,7 @@ from .api import (
     run_pass,
 )
 from .databases import each_database_apart
+from .facts import machine_facts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATABASE_NAME = "omoi_live_bench"
@@ -167,11 +167,7 @@ def run(args, env, *, vendor, where, redis_url, location):
         "database": {"vendor": vendor, "version": version, "where": where},
         "server": "daphne, 1 process, settings bench.query_count_settings",
         "redis": redis_url,
-        "django": django.get_version(),
-        "python": platform.python_version(),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-        "cpus": os.cpu_count(),
+        **machine_facts(),
         "settings": {
             "clients": args.clients,
             "changes": args.changes,
