@@ -320,6 +320,46 @@ def running_time_limit(timeout_seconds, phase):
     return timedelta(seconds=timeout_seconds or (phase.timeout_seconds if phase else None) or 3600)
 
 
+class DependencyIds(models.Expression):
+    """The ids of the tasks a task depends on, smallest first, as a JSON list: read with the task, not after it.
+
+    `task_id` is an expression for the task's id (`F("pk")`, an `OuterRef`).
+    Also written into the claim's statement (`sql`).
+    """
+
+    output_field = models.JSONField()
+
+    def __init__(self, task_id):
+        super().__init__()
+        self.task_id = task_id
+
+    def get_source_expressions(self):
+        return [self.task_id]
+
+    def set_source_expressions(self, exprs):
+        (self.task_id,) = exprs
+
+    @staticmethod
+    def sql(vendor, task_id):
+        """The list in SQL, for the SQL expression `task_id`; JSON text on both databases."""
+        if vendor == "postgresql":
+            return (
+                '(SELECT COALESCE(jsonb_agg(dep."to_task_id" ORDER BY dep."to_task_id"), \'[]\'::jsonb) '
+                f'FROM "board_task_dependencies" dep WHERE dep."from_task_id" = ({task_id}))'
+            )
+        if vendor == "sqlite":
+            return (
+                '(SELECT json_group_array(ids."to_task_id") FROM (SELECT dep."to_task_id" '
+                f'FROM "board_task_dependencies" dep WHERE dep."from_task_id" = ({task_id}) '
+                'ORDER BY dep."to_task_id") AS ids)'
+            )
+        raise NotSupportedError(f"Dependency lists are written for SQLite and PostgreSQL, not {vendor}.")
+
+    def as_sql(self, compiler, connection):
+        task_id, params = compiler.compile(self.task_id)
+        return self.sql(connection.vendor, task_id), params
+
+
 class TaskQuerySet(models.QuerySet):
     def ready(self, now=None):
         """Pending tasks whose dependencies are completed and whose back-off has passed."""
@@ -358,6 +398,10 @@ class TaskQuerySet(models.QuerySet):
                 tasks = tasks.filter(phase_id=agent.phase_id)
             offered = Value(list(agent.capabilities or []), output_field=models.JSONField())
         return tasks.filter(CapabilitiesWithin(F("required_capabilities"), offered))
+
+    def with_dependency_ids(self):
+        """Each task with `dependency_ids`, the ids of the tasks it depends on (see `DependencyIds`)."""
+        return self.annotate(dependency_ids=DependencyIds(F("pk")))
 
     def in_hand(self):
         """Tasks an agent holds: assigned to it or running."""

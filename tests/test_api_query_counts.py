@@ -23,22 +23,23 @@ pytestmark = pytest.mark.django_db
 SIZES = [5, 60]
 # (SQLite, PostgreSQL) where they differ.
 STATEMENTS = {
-    # Token; the service's savepoint around: the claim's update, the agent's status, the event (PostgreSQL
-    # first locks the agent's row and reads the head of the queue); the answer's dependencies.
-    "claim": (7, 9),
+    # Token; the service's savepoint around: the claim's update (which returns the task's dependencies), the
+    # agent's status, the event (PostgreSQL first locks the agent's row and reads the head of the queue).
+    "claim": (6, 8),
     # The board among the agent's, then as above.
-    "claim on a board": (8, 10),
-    # Token; savepoint: the claim's update (it takes nothing: the agent holds a task), the task in hand.
-    "claim, holding a task": (6, 8),
+    "claim on a board": (7, 9),
+    # Token; savepoint: the claim's update (it takes nothing: the agent holds a task), the task in hand (with
+    # its dependencies).
+    "claim, holding a task": (5, 7),
     # Token; savepoint: the claim's update, the task in hand (none). PostgreSQL finds the queue empty first.
     "claim, nothing to do": (5, 6),
     # Token; the middleware's savepoint: the key recorded (in a savepoint of its own), the claim, the answer stored.
-    "claim with an Idempotency-Key": (13, 15),
-    # Token; the endpoint's savepoint: the task, locked; the update; the event; the answer's dependencies.
-    "start": 7,
+    "claim with an Idempotency-Key": (12, 14),
+    # Token; the endpoint's savepoint: the task, locked, with its dependencies; the update; the event.
+    "start": 6,
     # As start, and the agent made idle.
-    "complete": 8,
-    "fail": 8,
+    "complete": 7,
+    "fail": 7,
     # Token; the ticket; the insert, the event (no savepoint: see task_create).
     "task create": 4,
     # Token; the source task; savepoint: the discovery and its event; the task and its event; the branch and its

@@ -558,3 +558,21 @@ def test_the_task_endpoints_need_a_valid_token(client, task, method, path, token
     assert response.status_code == 401
     assert response.json() == {"detail": "Unauthorized"}
     assert row_counts() == before
+
+
+def test_every_answer_about_a_task_lists_its_dependencies_smallest_first(api, ticket, alice):
+    """The claim's update and the locked lookup read the dependencies with the task; each answer lists them."""
+    done = [task_create(ticket=ticket, title=f"Done first {n}", actor=alice) for n in range(3)]
+    Task.objects.filter(pk__in=[task.pk for task in done]).update(status=Task.Status.COMPLETED)
+    dependent = task_create(ticket=ticket, title="Needs all three", actor=alice, dependencies=done[::-1], score=9)
+    lonely = task_create(ticket=ticket, title="Needs nothing", actor=alice, score=1)
+    ids = sorted(task.pk for task in done)
+
+    claimed = api.post("/tasks/next", {}).json()
+    assert (claimed["id"], claimed["dependencies"]) == (dependent.pk, ids)
+    assert api.post("/tasks/next", {}).json()["dependencies"] == ids  # the task it holds, answered again
+    assert api.get(f"/tasks/{dependent.pk}").json()["dependencies"] == ids
+    assert api.post(f"/tasks/{dependent.pk}/start", {"attempt": 1}).json()["dependencies"] == ids
+    assert api.post(f"/tasks/{dependent.pk}/complete", {"attempt": 1}).json()["dependencies"] == ids
+    assert api.post("/tasks/next", {}).json()["id"] == lonely.pk
+    assert api.post(f"/tasks/{lonely.pk}/fail", {"error": "no luck", "attempt": 1}).json()["dependencies"] == []

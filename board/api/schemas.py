@@ -179,6 +179,9 @@ class TaskOut(Schema):
 
     @staticmethod
     def from_task(task, dependencies=None):
+        """The answer for `task`; its dependencies are given, or read with it (`with_dependency_ids`), or read now."""
+        if dependencies is None:
+            dependencies = getattr(task, "dependency_ids", None)
         if dependencies is None:
             dependencies = list(task.dependencies.order_by("pk").values_list("pk", flat=True))
         return {

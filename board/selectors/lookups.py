@@ -32,9 +32,14 @@ def agent_ticket(agent, ticket_id):
 
 
 def agent_task(agent, task_id, *, for_update=False):
-    """The task, with its ticket's board and workflow, its phase and its holder; `for_update` locks its row."""
-    tasks = Task.objects.filter(ticket__board__agents=agent, pk=task_id).select_related(
-        "ticket__board__workflow", "phase", "assigned_agent"
+    """The task, with its ticket's board and workflow, its phase, its holder and its dependencies' ids.
+
+    `for_update` locks its row (in a transaction).
+    """
+    tasks = (
+        Task.objects.filter(ticket__board__agents=agent, pk=task_id)
+        .select_related("ticket__board__workflow", "phase", "assigned_agent")
+        .with_dependency_ids()
     )
     if for_update:
         tasks = tasks.select_for_update(of=("self",))

@@ -15,7 +15,7 @@ import json
 
 from django.db import connection
 
-from ..models import CapabilitiesWithin, Task
+from ..models import CapabilitiesWithin, DependencyIds, Task
 
 RETURNED = [field.column for field in Task._meta.concrete_fields]
 
@@ -28,7 +28,7 @@ def claim_statement(agent, *, board, now, idle_only, heads):
     The task is taken only while it is still pending, the agent holds
     nothing and is not revoked (and, with `idle_only`, is idle). The row
     comes back with every column of the task, then its phase's key, its
-    board's id and its board's slug.
+    board's id and slug, and its dependencies' ids (JSON text).
     """
     vendor = connection.vendor
     at = connection.ops.adapt_datetimefield_value(now)
@@ -41,6 +41,7 @@ def claim_statement(agent, *, board, now, idle_only, heads):
     live = "a.id = %s AND a.revoked_at IS NULL" + (" AND a.status = %s" if idle_only else "")
     live_params = [agent.pk, *([agent.Status.IDLE] if idle_only else [])]
     returning = ", ".join(f'"{column}"' for column in RETURNED)
+    taken_id = '"board_task"."id"'
     sql = (
         'UPDATE "board_task" SET "status" = %s, "assigned_agent_id" = %s, "assigned_at" = %s, "started_at" = NULL, '
         '"attempt" = "board_task"."attempt" + 1, "updated_at" = %s '
@@ -51,7 +52,8 @@ def claim_statement(agent, *, board, now, idle_only, heads):
         '(SELECT p."key" FROM "phases_phase" p WHERE p."id" = "board_task"."phase_id") AS "phase_key", '
         '(SELECT k."board_id" FROM "board_ticket" k WHERE k."id" = "board_task"."ticket_id") AS "board_id", '
         '(SELECT b."slug" FROM "board_ticket" k JOIN "board_board" b ON b."id" = k."board_id" '
-        'WHERE k."id" = "board_task"."ticket_id") AS "board_slug"'
+        'WHERE k."id" = "board_task"."ticket_id") AS "board_slug", '
+        f'{DependencyIds.sql(vendor, taken_id)} AS "dependency_ids"'
     )
     params = [
         Task.Status.ASSIGNED,

@@ -6,6 +6,7 @@ is refused instead of overwriting the work of the attempt that replaced it.
 """
 
 import contextlib
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -252,6 +253,7 @@ def _task_in_hand(agent):
         Task.objects.in_hand()
         .filter(assigned_agent=agent, assigned_agent__revoked_at__isnull=True)
         .select_related("ticket__board", "phase", "assigned_agent")
+        .with_dependency_ids()
         .order_by("assigned_at", "pk")
         .first()
     )
@@ -303,6 +305,7 @@ def _task_take_best(agent, *, idle_only, board, now, actor):
         return None
     task = taken[0]
     returned = {name: vars(task).pop(name) for name in ("phase_key", "board_id", "board_slug")}
+    task.dependency_ids = json.loads(task.dependency_ids)
     # The rows the answer and the event name, from what the update returned: only the fields they read are
     # loaded, any other is read from the database if asked for.
     db = task._state.db
