@@ -45,9 +45,9 @@ STATEMENTS = {
     # Token; the source task; savepoint: the discovery and its event; the task and its event; the branch and its
     # event (the answer is made from what was written).
     "discovery branch": 10,
-    # Token; the board; the first phase, the column locked, its phases, the last position; the ticket, its
+    # Token; the board; the first phase, the column locked, the last position among its phases; the ticket, its
     # history, the event.
-    "ticket create": 11,
+    "ticket create": 10,
     # Token; the ticket; its tasks and their dependencies; its history; its comments.
     "ticket get": 6,
     # Token; the ticket; the move: the ticket's phase, the target phase, the columns, the ticket locked with

@@ -10,6 +10,7 @@ POSITION_GAP = 1024
 
 
 def position_after_last(*, board_id, column_phase_ids, exclude=None):
+    """A position after the last card of the column showing `column_phase_ids` (ids, or a subquery of them)."""
     cards = Ticket.objects.filter(board_id=board_id, phase_id__in=column_phase_ids)
     if exclude is not None:
         cards = cards.exclude(pk=exclude)

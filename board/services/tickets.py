@@ -109,7 +109,8 @@ def _column_of(phase):
 
 
 def _phase_ids(column, phase):
-    return list(column.phases.order_by().values_list("pk", flat=True)) if column else [phase.pk]
+    """The ids of the phases `column` shows, as a subquery of the statement that uses them ([phase] without one)."""
+    return column.phases.order_by().values("pk") if column else [phase.pk]
 
 
 def _wip_check(*, board_id, column, force, forcing_allowed):
