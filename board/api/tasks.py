@@ -65,36 +65,36 @@ def get_task(request, task_id: int):
 @router.post("/{int:task_id}/start", response=TaskOut, summary="Start a task the agent holds")
 def start_task(request, task_id: int, payload: TaskStartIn | None = None):
     attempt = payload.attempt if payload is not None else None
-    with transaction.atomic():
-        task = agent_task(request.auth, task_id, for_update=True)
-        task = task_start(task=task, agent=request.auth, attempt=attempt, locked=True)
-    return TaskOut.from_task(task)
+    return _report(request, task_id, task_start, attempt=attempt)
 
 
 @router.post("/{int:task_id}/complete", response=TaskOut, summary="Complete a task the agent holds")
 def complete_task(request, task_id: int, payload: TaskCompleteIn):
-    with transaction.atomic():
-        task = task_complete(
-            task=agent_task(request.auth, task_id, for_update=True),
-            agent=request.auth,
-            result=payload.result,
-            artifacts=payload.artifacts,
-            completed_criteria=payload.completed_criteria,
-            attempt=payload.attempt,
-            locked=True,
-        )
-    return TaskOut.from_task(task)
+    return _report(
+        request,
+        task_id,
+        task_complete,
+        result=payload.result,
+        artifacts=payload.artifacts,
+        completed_criteria=payload.completed_criteria,
+        attempt=payload.attempt,
+    )
 
 
 @router.post("/{int:task_id}/fail", response=TaskOut, summary="Report a failure of a task the agent holds")
 def fail_task(request, task_id: int, payload: TaskFailIn):
+    return _report(
+        request, task_id, task_fail, error=payload.error, retryable=payload.retryable, attempt=payload.attempt
+    )
+
+
+def _report(request, task_id, report, **arguments):
+    """The holder's `report` (task_start, task_complete or task_fail) on the task, answered as the task.
+
+    The task is found on the agent's boards with its row locked, in the
+    transaction the service then works in.
+    """
     with transaction.atomic():
-        task = task_fail(
-            task=agent_task(request.auth, task_id, for_update=True),
-            agent=request.auth,
-            error=payload.error,
-            retryable=payload.retryable,
-            attempt=payload.attempt,
-            locked=True,
-        )
+        task = agent_task(request.auth, task_id, for_update=True)
+        task = report(task=task, agent=request.auth, locked=True, **arguments)
     return TaskOut.from_task(task)
