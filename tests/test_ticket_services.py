@@ -135,6 +135,18 @@ def test_an_allowed_transition_moves_the_ticket_and_records_it(ticket, bob, phas
     }
 
 
+def test_a_transition_into_a_column_with_cards_goes_after_the_last_and_counts_them(board, ticket, bob):
+    # Analyzing shows Requirements and Design: the cards of both count, and the ticket goes after the last.
+    there = [
+        ticket_create(board=board, title="Spec the export", actor=bob, phase="PHASE_REQUIREMENTS"),
+        ticket_create(board=board, title="Design the export", actor=bob, phase="PHASE_DESIGN"),
+    ]
+    moved = ticket_transition(ticket=ticket, to_phase="PHASE_REQUIREMENTS", actor=bob)
+    assert moved.position == max(card.position for card in there) + POSITION_GAP
+    wip = Event.objects.filter(type="ticket.transitioned").get().payload["wip"]
+    assert wip == {"column": "analyzing", "count": 3, "limit": 5, "policy": "warn"}
+
+
 def test_a_transition_not_allowed_is_refused_with_the_reason_and_changes_nothing(ticket, bob):
     before = snapshot(ticket)
     with pytest.raises(TransitionRefused) as info:

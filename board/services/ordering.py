@@ -14,7 +14,12 @@ def position_after_last(*, board_id, column_phase_ids, exclude=None):
     cards = Ticket.objects.filter(board_id=board_id, phase_id__in=column_phase_ids)
     if exclude is not None:
         cards = cards.exclude(pk=exclude)
-    return (cards.aggregate(Max("position"))["position__max"] or 0) + POSITION_GAP
+    return position_after(cards.aggregate(Max("position"))["position__max"])
+
+
+def position_after(last):
+    """The position of a card put after the card at `last` (None: an empty column)."""
+    return (last or 0) + POSITION_GAP
 
 
 def position_between(*, ticket, column_phase_ids, previous_id, next_id):

@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Prefetch, Q, prefetch_related_objects
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, prefetch_related_objects
 
 from phases.models import BoardColumn, Phase
 
@@ -10,7 +10,7 @@ from ..errors import TransitionRefused
 from ..events import EventType, SystemActor, actor_label, actor_user, event_emit
 from ..models import PhaseHistory, Priority, Ticket, TicketComment
 from .inputs import clean_priority, clean_text, resolve_phase
-from .ordering import position_after_last, position_between
+from .ordering import position_after, position_after_last, position_between
 
 
 @transaction.atomic
@@ -113,11 +113,15 @@ def _phase_ids(column, phase):
     return column.phases.order_by().values("pk") if column else [phase.pk]
 
 
-def _wip_check(*, board_id, column, force, forcing_allowed):
-    """Refuse entering a full `block` column unless forced; describe the WIP state for the event."""
+def _wip_check(*, board_id, column, force, forcing_allowed, count=None):
+    """Refuse entering a full `block` column unless forced; describe the WIP state for the event.
+
+    `count`: the column's cards, when the caller has read them already.
+    """
     if column is None or column.wip_limit is None:
         return None
-    count = Ticket.objects.filter(board_id=board_id, phase__columns=column).count()
+    if count is None:
+        count = Ticket.objects.filter(board_id=board_id, phase__columns=column).count()
     wip = {"column": column.key, "count": count + 1, "limit": column.wip_limit, "policy": column.wip_policy}
     if count < column.wip_limit:
         return wip
@@ -230,17 +234,32 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     entering = from_phase not in column_phases
     if phase == from_phase and not (previous_id or next_id):
         return ticket  # dropped back where it was
+    column_phase_ids = [p.pk for p in column_phases]
+    cards = None
+    if entering and not (previous_id or next_id) and column is not None and column.wip_limit is not None:
+        # Into a column with a limit, at its end: its cards' count and the last position in one read.
+        cards = Ticket.objects.filter(board_id=ticket.board_id, phase_id__in=column_phase_ids).aggregate(
+            count=Count("pk"), last=Max("position")
+        )
     wip = (
-        _wip_check(board_id=ticket.board_id, column=column, force=force, forcing_allowed=forcing_allowed)
+        _wip_check(
+            board_id=ticket.board_id,
+            column=column,
+            force=force,
+            forcing_allowed=forcing_allowed,
+            count=cards["count"] if cards else None,
+        )
         if entering
         else None
     )
     if wip and wip.get("overridden"):
         kind = PhaseHistory.Kind.OVERRIDE if actor_user(actor) else PhaseHistory.Kind.JUMP
 
-    if entering or previous_id or next_id:
+    if cards is not None:
+        ticket.position = position_after(cards["last"])
+    elif entering or previous_id or next_id:
         ticket.position = position_between(
-            ticket=ticket, column_phase_ids=[p.pk for p in column_phases], previous_id=previous_id, next_id=next_id
+            ticket=ticket, column_phase_ids=column_phase_ids, previous_id=previous_id, next_id=next_id
         )
     ticket.version += 1
     payload = {
