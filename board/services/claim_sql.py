@@ -20,6 +20,21 @@ from ..models import CapabilitiesWithin, DependencyIds, Task
 RETURNED = [field.column for field in Task._meta.concrete_fields]
 
 
+def _queue_order(alias):
+    """`QUEUE_ORDER` (best score, then oldest, then lowest id) in SQL, for the task table named `alias`."""
+    return f'{alias}."score" DESC, {alias}."created_at" ASC, {alias}."id" ASC'
+
+
+def queue_head(size):
+    """The ids of the first `size` pending tasks in the queue's order, read from the task table alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT "id" FROM "board_task" q WHERE q."status" = %s ORDER BY {_queue_order("q")} LIMIT %s',
+            [Task.Status.PENDING, size],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def claim_statement(agent, *, board, now, idle_only, heads):
     """The UPDATE … RETURNING that gives `agent` the best ready task it matches; (sql, params).
 
@@ -95,6 +110,6 @@ def _best(agent, *, board, at, head, vendor):
     sql = (
         'SELECT t."id" FROM "board_task" t JOIN "board_ticket" k ON k."id" = t."ticket_id" '
         f"WHERE {' AND '.join(conditions)} "
-        f'ORDER BY t."score" DESC, t."created_at" ASC, t."id" ASC LIMIT 1{lock}'
+        f"ORDER BY {_queue_order('t')} LIMIT 1{lock}"
     )
     return sql, params

@@ -21,7 +21,7 @@ from phases.models import Phase
 from ..errors import TaskStateError, TransitionRefused
 from ..events import ORCHESTRATOR, EventType, actor_label, event_emit, task_payload
 from ..models import Agent, Board, Priority, Task, Ticket, running_time_limit
-from .claim_sql import claim_statement
+from .claim_sql import claim_statement, queue_head
 from .inputs import clean_capabilities, clean_priority, clean_text, resolve_phase
 
 PRIORITY_SCORE = {Priority.LOW: 1.0, Priority.MEDIUM: 2.0, Priority.HIGH: 3.0, Priority.CRITICAL: 4.0}
@@ -289,13 +289,7 @@ def _task_take_best(agent, *, idle_only, board, now, actor):
     if connection.vendor == "postgresql":
         # Apart, not as a subquery: in one statement the planner may still check every pending task first and
         # match them against the head last. A head shorter than QUEUE_HEAD is the whole queue.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                'SELECT "id" FROM "board_task" WHERE "status" = %s '
-                'ORDER BY "score" DESC, "created_at" ASC, "id" ASC LIMIT %s',
-                [Task.Status.PENDING, QUEUE_HEAD],
-            )
-            head = [row[0] for row in cursor.fetchall()]
+        head = queue_head(QUEUE_HEAD)
         if not head:
             return None
         heads = [head] + (heads if len(head) == QUEUE_HEAD else [])
