@@ -50,10 +50,11 @@ STATEMENTS = {
     "ticket create": 10,
     # Token; the ticket; its tasks and their dependencies; its history; its comments.
     "ticket get": 6,
-    # Token; the ticket; the move: the ticket's phase, the target phase, the columns, the ticket locked with
-    # the phase it leaves and whether it may enter the target, the column's phases, its cards' count and last
-    # position (the column has a WIP limit); the ticket, its history, the event.
-    "ticket transition": 13,
+    # Token; the ticket; the move: the columns of the target phase and of the ticket's phase, locked with the
+    # phase the ticket is in; the ticket locked with the phase it leaves and whether it may enter the target;
+    # the column's phases with their cards' count and last position (the column has a WIP limit); the ticket,
+    # its history, the event.
+    "ticket transition": 10,
     # Token; the ticket; the comment, the event.
     "comment": 6,
     # Token; the ticket; the gate's facts.

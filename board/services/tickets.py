@@ -2,7 +2,8 @@
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, prefetch_related_objects
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, Subquery, prefetch_related_objects
+from django.db.models.functions import Coalesce
 
 from phases.models import BoardColumn, Phase
 
@@ -156,7 +157,14 @@ def _not_allowed(from_phase, target):
 
 
 def _lock_columns(*, column, phase, from_phase_id):
-    """Lock the target column and the ticket's current one, in id order; return the target (None: none shows it).
+    """Lock the target column and the ticket's current one, in id order.
+
+    `column`: the column dropped on, or None to lock the one showing `phase`, the
+    target: a Phase, or (workflow id, key) for a phase named by its key.
+    `from_phase_id`: the ticket's phase id, or an expression reading it, which
+    is then read in this same statement. Returns the target column (None: no
+    column shows it) and the ticket's phase id as the lock saw it (None when no
+    column was locked, so the statement told nothing).
 
     Columns are locked before the ticket's row, on every path: a renumber
     rewrites every card of its column, so a mover holding its own card while
@@ -164,15 +172,45 @@ def _lock_columns(*, column, phase, from_phase_id):
     the source column locked too, nobody else can be moving a card out of the
     column being renumbered.
     """
+    through = BoardColumn.phases.through.objects
 
-    def showing(phase_id):
-        return Exists(BoardColumn.phases.through.objects.filter(boardcolumn_id=OuterRef("pk"), phase_id=phase_id))
+    def showing(**phase_filter):
+        return Exists(through.filter(boardcolumn_id=OuterRef("pk"), **phase_filter))
 
-    target = Q(pk=column.pk) if column is not None else Q(showing(phase.pk))
-    locked = BoardColumn.objects.select_for_update().filter(target | Q(showing(from_phase_id))).order_by("pk")
     if column is not None:
-        return next((found for found in locked if found.pk == column.pk), None)
-    return next((found for found in locked.annotate(is_target=showing(phase.pk)) if found.is_target), None)
+        target = Q(pk=column.pk)
+    elif isinstance(phase, Phase):
+        target = showing(phase_id=phase.pk)
+    else:
+        workflow_id, key = phase
+        target = showing(phase__workflow_id=workflow_id, phase__key=key)
+    locked = BoardColumn.objects.select_for_update().filter(target | Q(showing(phase_id=from_phase_id)))
+    read_here = not isinstance(from_phase_id, int)
+    if read_here:
+        locked = locked.annotate(seen_phase_id=from_phase_id)
+    if column is None:
+        locked = locked.annotate(is_target=target)
+    found = list(locked.order_by("pk"))
+    seen = (found[0].seen_phase_id if found else None) if read_here else from_phase_id
+    if column is not None:
+        return next((c for c in found if c.pk == column.pk), None), seen
+    return next((c for c in found if c.is_target), None), seen
+
+
+def _column_phases(column, *, board_id, at_end):
+    """The column's phases in order; `at_end`: each with its last card's position on the board and, when the
+    column has a WIP limit, its count of cards.
+
+    Read after the column's lock, so no concurrent move changes the count.
+    """
+    phases = column.phases.in_order()
+    if at_end:
+        cards = Ticket.objects.filter(board_id=board_id, phase_id=OuterRef("pk")).order_by()
+        phases = phases.annotate(last=Subquery(cards.order_by("-position").values("position")[:1]))
+        if column.wip_limit is not None:
+            count = cards.values("phase_id").annotate(n=Count("pk")).values("n")
+            phases = phases.annotate(cards=Coalesce(Subquery(count), 0))
+    return list(phases)
 
 
 def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reason="", force=False, transition=False):
@@ -180,19 +218,26 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     # Lock order: columns, then the ticket, then at commit the board row (the event's position, last).
     board = ticket.board
     workflow = board.workflow
-    # Where the ticket is now (the caller's copy may be older): its columns are locked first.
-    seen_phase_id = Ticket.objects.filter(pk=ticket.pk).values_list("phase_id", flat=True).get()
-    if phase is not None:
-        phase = resolve_phase(workflow, phase)
-    asked = phase
     if column is not None and column.workflow_id != workflow.pk:
         raise TransitionRefused(f"Column {column.name} belongs to another workflow than {workflow.name}.")
-    column = _lock_columns(column=column, phase=phase, from_phase_id=seen_phase_id)
+    asked = phase
+    if isinstance(phase, Phase):
+        phase = resolve_phase(workflow, phase)
+    # A phase named by its key is found among the phases of the column that shows it, read below.
+    target = phase if phase is None or isinstance(phase, Phase) else (workflow.pk, phase)
+    # The columns of the ticket's phase as it is now (the caller's copy may be older), read with the lock.
+    where_now = Subquery(Ticket.objects.filter(pk=ticket.pk).order_by().values("phase_id"))
+    column, seen_phase_id = _lock_columns(column=column, phase=target, from_phase_id=where_now)
+    if seen_phase_id is None:
+        # No column shows either phase: read where the ticket is, and lock the columns of the phase it is in.
+        seen_phase_id = Ticket.objects.filter(pk=ticket.pk).values_list("phase_id", flat=True).get()
+        column, _ = _lock_columns(column=column, phase=target, from_phase_id=seen_phase_id)
     locked = Ticket.objects.select_for_update(of=("self",)).select_related("phase")
     if asked is not None:
         # Whether the workflow lets it into the phase asked for, read with the lock.
         transitions = Phase.allowed_transitions.through.objects.filter(from_phase_id=OuterRef("phase_id"))
-        locked = locked.annotate(may_enter=Exists(transitions.filter(to_phase_id=phase.pk)))
+        into = {"to_phase_id": phase.pk} if isinstance(phase, Phase) else {"to_phase__key": phase}
+        locked = locked.annotate(may_enter=Exists(transitions.filter(**into)))
     ticket = locked.get(pk=ticket.pk)
     if ticket.phase_id != seen_phase_id:
         # Moved by someone else between the read and the lock: the columns locked are no longer its own.
@@ -202,9 +247,14 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     if asked is None:
         # A drop on a column: each of its phases may be tried.
         prefetch_related_objects([from_phase], Prefetch("allowed_transitions", queryset=Phase.objects.in_order()))
+    at_end = not (previous_id or next_id)
+    column_phases = _column_phases(column, board_id=board.pk, at_end=at_end) if column else None
+    if phase is not None and not isinstance(phase, Phase):
+        phase = next((p for p in column_phases or () if p.key == phase), None) or resolve_phase(workflow, phase)
+    if column is None:
+        column_phases = [phase]
     if transition and phase == from_phase:
         raise TransitionRefused(f"The ticket is already in {from_phase.name}.")
-    column_phases = list(column.phases.in_order()) if column else [phase]
     forcing_allowed = _forcing_rule(actor, reason)
 
     if phase is None:
@@ -235,19 +285,15 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     if phase == from_phase and not (previous_id or next_id):
         return ticket  # dropped back where it was
     column_phase_ids = [p.pk for p in column_phases]
-    cards = None
-    if entering and not (previous_id or next_id) and column is not None and column.wip_limit is not None:
-        # Into a column with a limit, at its end: its cards' count and the last position in one read.
-        cards = Ticket.objects.filter(board_id=ticket.board_id, phase_id__in=column_phase_ids).aggregate(
-            count=Count("pk"), last=Max("position")
-        )
+    # Into a column at its end: its cards' count and last position were read with its phases.
+    counted = entering and at_end and column is not None
     wip = (
         _wip_check(
             board_id=ticket.board_id,
             column=column,
             force=force,
             forcing_allowed=forcing_allowed,
-            count=cards["count"] if cards else None,
+            count=sum(p.cards for p in column_phases) if counted and column.wip_limit is not None else None,
         )
         if entering
         else None
@@ -255,8 +301,8 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     if wip and wip.get("overridden"):
         kind = PhaseHistory.Kind.OVERRIDE if actor_user(actor) else PhaseHistory.Kind.JUMP
 
-    if cards is not None:
-        ticket.position = position_after(cards["last"])
+    if counted:
+        ticket.position = position_after(max((p.last for p in column_phases if p.last is not None), default=None))
     elif entering or previous_id or next_id:
         ticket.position = position_between(
             ticket=ticket, column_phase_ids=column_phase_ids, previous_id=previous_id, next_id=next_id
