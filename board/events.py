@@ -8,6 +8,8 @@ template, so the JavaScript that decodes events holds no copy of them.
 
 import asyncio
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -208,9 +210,10 @@ def event_emit(*, board, type, entity, payload=None, actor=None):
 
     Nothing is locked here: the event's position in its board's log is given
     by the database as the transaction commits, in commit order (see
-    `Event.seq`), so writers of one board do not wait for each other.
+    `Event.seq`), so writers of one board do not wait for each other. Inside
+    `events_together` the row is written as that block ends.
     """
-    event = Event.objects.create(
+    event = Event(
         board=board,
         type=type,
         entity_type=entity._meta.model_name,
@@ -218,5 +221,37 @@ def event_emit(*, board, type, entity, payload=None, actor=None):
         payload=payload or {},
         actor=actor_label(actor),
     )
+    pending = getattr(_together, "events", None)
+    if pending is not None:
+        pending.append(event)
+        return event
+    event.save(force_insert=True)
     transaction.on_commit(partial(BROADCASTER.send_after_commit, event.pk))
     return event
+
+
+_together = threading.local()
+
+
+@contextmanager
+def events_together():
+    """Write the events emitted in this block in one INSERT as it ends, in the order they were emitted.
+
+    For a service that emits several events, each of which would otherwise be
+    a statement of its own. The block must run inside the transaction of the
+    changes the events describe; when it raises, nothing of it is written.
+    Nested blocks write with the outermost.
+    """
+    if getattr(_together, "events", None) is not None:
+        yield
+        return
+    _together.events = []
+    try:
+        yield
+        events = _together.events
+    finally:
+        _together.events = None
+    if events:
+        Event.objects.bulk_create(events)
+        for event in events:
+            transaction.on_commit(partial(BROADCASTER.send_after_commit, event.pk))

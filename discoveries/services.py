@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from board.errors import Refused
-from board.events import EventType, actor_label, actor_user, event_emit
+from board.events import EventType, actor_label, actor_user, event_emit, events_together
 from board.models import Agent, Board, Priority, Task
 from board.services import task_create
 
@@ -150,53 +150,55 @@ def discovery_branch(
     higher with `priority_boost`. `event_payload` adds keys to each of the three events' payloads.
     Returns (discovery, task).
     """
-    # The discovery is written without a savepoint of its own (nor does task_create take one): this
-    # function's transaction is the one that counts, and a refused task undoes the discovery with it.
-    discovery = _discovery_insert(
-        source_task=source_task,
-        discovery_type=_clean_type(discovery_type),
-        description=_required_text(description, field="description", max_length=DESCRIPTION_MAX),
-        actor=actor,
-        priority_boost=priority_boost,
-        metadata=_clean_metadata(metadata),
-        event_payload=event_payload,
-    )
-    if priority is None:
-        priority = Priority.raised(source_task.priority) if priority_boost else source_task.priority
-    if title is None or not str(title).strip():
-        title = f"{discovery.get_discovery_type_display()}: {description.strip().splitlines()[0]}"
-        title = title if len(title) <= 200 else title[:199] + "…"
-    task = task_create(
-        ticket=source_task.ticket,
-        title=title,
-        actor=actor,
-        phase=phase if phase is not None else source_task.phase,
-        description=description if task_description is None else task_description,
-        task_type=f"discovery_{discovery.discovery_type}",
-        priority=priority,
-        boost=priority_boost,
-        required_capabilities=required_capabilities,
-        parent=source_task,
-        event_payload={**(event_payload or {}), "discovery": discovery.pk},
-    )
-    discovery.spawned_tasks.add(task)
-    event_emit(
-        board=source_task.ticket.board,
-        type=EventType.DISCOVERY_BRANCH_CREATED,
-        entity=discovery,
-        payload={
-            **(event_payload or {}),
-            "source_task": source_task.pk,
-            "spawned_task": task.pk,
-            "ticket": task.ticket_id,
-            "from_phase": source_task.phase.key,
-            "spawn_phase": task.phase.key,
-            "discovery_type": discovery.discovery_type,
-            "summary": _summary(discovery.description),
-            "priority": task.priority,
-        },
-        actor=actor,
-    )
+    # Its three events are written together, in one statement, as the branch ends.
+    with events_together():
+        # The discovery is written without a savepoint of its own (nor does task_create take one): this
+        # function's transaction is the one that counts, and a refused task undoes the discovery with it.
+        discovery = _discovery_insert(
+            source_task=source_task,
+            discovery_type=_clean_type(discovery_type),
+            description=_required_text(description, field="description", max_length=DESCRIPTION_MAX),
+            actor=actor,
+            priority_boost=priority_boost,
+            metadata=_clean_metadata(metadata),
+            event_payload=event_payload,
+        )
+        if priority is None:
+            priority = Priority.raised(source_task.priority) if priority_boost else source_task.priority
+        if title is None or not str(title).strip():
+            title = f"{discovery.get_discovery_type_display()}: {description.strip().splitlines()[0]}"
+            title = title if len(title) <= 200 else title[:199] + "…"
+        task = task_create(
+            ticket=source_task.ticket,
+            title=title,
+            actor=actor,
+            phase=phase if phase is not None else source_task.phase,
+            description=description if task_description is None else task_description,
+            task_type=f"discovery_{discovery.discovery_type}",
+            priority=priority,
+            boost=priority_boost,
+            required_capabilities=required_capabilities,
+            parent=source_task,
+            event_payload={**(event_payload or {}), "discovery": discovery.pk},
+        )
+        discovery.spawned_tasks.add(task)
+        event_emit(
+            board=source_task.ticket.board,
+            type=EventType.DISCOVERY_BRANCH_CREATED,
+            entity=discovery,
+            payload={
+                **(event_payload or {}),
+                "source_task": source_task.pk,
+                "spawned_task": task.pk,
+                "ticket": task.ticket_id,
+                "from_phase": source_task.phase.key,
+                "spawn_phase": task.phase.key,
+                "discovery_type": discovery.discovery_type,
+                "summary": _summary(discovery.description),
+                "priority": task.priority,
+            },
+            actor=actor,
+        )
     return discovery, task
 
 

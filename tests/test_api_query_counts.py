@@ -42,9 +42,9 @@ STATEMENTS = {
     "fail": 7,
     # Token; the ticket; the insert, the event (no savepoint: see task_create).
     "task create": 4,
-    # Token; the source task; savepoint: the discovery and its event; the task and its event; the branch and its
-    # event (the answer is made from what was written).
-    "discovery branch": 10,
+    # Token; the source task; savepoint: the discovery, the task, the branch, their three events in one insert
+    # (the answer is made from what was written).
+    "discovery branch": 8,
     # Token; the board; the first phase, the column locked, the last position among its phases; the ticket, its
     # history, the event.
     "ticket create": 10,

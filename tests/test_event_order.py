@@ -4,14 +4,18 @@ Writers of one board do not wait for each other: each event's position is
 given as its transaction commits (board/migrations/0006_event_log_positions.py).
 """
 
+import asyncio
 import random
 import threading
 import time
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from board.events import event_emit
+from board.events import board_group, event_emit, events_together
 from board.models import Board, Event
 from board.selectors.events import events_after, last_event_id
 
@@ -102,6 +106,49 @@ def test_a_transactions_events_keep_their_order_and_chain_to_the_boards_previous
         # Each event names the one before it on its board, whatever the other board did between.
         assert [previous for _, previous in positions] == [0] + [seq for seq, _ in positions[:-1]]
     assert last_event_id(board.pk) == chain(board)[-1][0]
+
+
+@pytest.fixture
+def heard(board):
+    """A function giving the types of the next `count` events that reached `board`'s group on the real channel
+    layer (failing after a few seconds without them)."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(board_group(board.pk), channel)
+
+    async def receive(count):
+        return [(await asyncio.wait_for(layer.receive(channel), 5))["event"]["type"] for _ in range(count)]
+
+    yield async_to_sync(receive)
+    async_to_sync(layer.group_discard)(board_group(board.pk), channel)
+
+
+def test_events_emitted_together_are_written_in_one_insert_in_their_order_and_each_broadcast(board, heard):
+    event_emit(board=board, type="test.before", entity=board, actor="test")
+    with transaction.atomic(), CaptureQueriesContext(connection) as statements:
+        with events_together():
+            for n in range(3):
+                event_emit(board=board, type=f"test.{n}", entity=board, actor="test")
+            with events_together():
+                event_emit(board=board, type="test.nested", entity=board, actor="test")
+            assert len(statements) == 0  # nothing written yet
+        assert len(statements) == 1 and statements[0]["sql"].startswith("INSERT")
+
+    expected = ["test.before", "test.0", "test.1", "test.2", "test.nested"]
+    assert [event["type"] for event in events_after(board.pk, 0, limit=10)] == expected
+    positions = chain(board)
+    assert [previous for _, previous in positions] == [0] + [seq for seq, _ in positions[:-1]]
+    assert heard(5) == expected
+
+
+def test_events_of_a_block_that_raises_are_neither_written_nor_broadcast(board, heard):
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), events_together():
+            event_emit(board=board, type="test.lost", entity=board, actor="test")
+            raise RuntimeError("changed my mind")
+        event_emit(board=board, type="test.kept", entity=board, actor="test")
+    assert [event["type"] for event in events_after(board.pk, 0, limit=10)] == ["test.kept"]
+    assert heard(1) == ["test.kept"]
 
 
 def test_a_rolled_back_transaction_leaves_no_position_and_no_hole_in_the_chain(board):
