@@ -31,6 +31,18 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class ServiceFormAdminMixin:
+    """For admins whose forms write through services as they validate: a submitted form shown again (it was
+    not saved) undoes whatever the services wrote, say when an inline formset was invalid."""
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        response = super().render_change_form(request, context, add, change, form_url, obj)
+        if request.method == "POST":
+            # Marked once the form is prepared, which may still read (the content types, in a new process).
+            transaction.set_rollback(True)
+        return response
+
+
 @admin.register(Board)
 class BoardAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "workflow", "created_at")
@@ -53,7 +65,7 @@ class PhaseHistoryInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Ticket)
-class TicketAdmin(admin.ModelAdmin):
+class TicketAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     list_display = ("id", "title", "board", "phase", "priority", "is_blocked", "version", "updated_at")
     list_display_links = ("id", "title")
     list_filter = ("board", "priority", "is_blocked", "phase")
@@ -83,13 +95,6 @@ class TicketAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         """Nothing to do: the form's service call already wrote the ticket, its history and its events."""
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        if request.method == "POST":
-            # A submitted form shown again was not saved: undo whatever a service
-            # wrote while validating it (say the inline formsets were invalid).
-            transaction.set_rollback(True)
-        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_delete_permission(self, request, obj=None):
         # No service deletes a ticket, and nothing may change without its event.
@@ -192,7 +197,7 @@ class AgentChangeForm(forms.ModelForm):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     """Agents are added through agent_create (the token is shown once), changed by staff through agent_update
     (capabilities, type, phase: an agent cannot change them itself) and retired by revoking."""
 
@@ -254,12 +259,6 @@ class AgentAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         """Nothing to do: agent_create set the boards, and nothing else of an agent is edited here."""
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        if request.method == "POST":
-            # A submitted form shown again was not saved: undo whatever the service wrote while validating it.
-            transaction.set_rollback(True)
-        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @csrf_protect_m
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):

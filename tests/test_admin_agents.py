@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -150,6 +151,7 @@ def test_an_added_agent_can_call_the_api_at_once(alice_client, client, board, ta
 )
 def test_adding_refuses_bad_input_without_creating_anything(alice_client, builder, board, changes, field, message):
     events = Event.objects.count()
+    ContentType.objects.clear_cache()  # as in a new server process, where showing the form again reads them
     response = add_agent(alice_client, **{"boards": [board.pk], **changes})
     assert response.status_code == 200
     assert any(message in error for error in form_errors(response)[field]), form_errors(response)
