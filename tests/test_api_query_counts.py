@@ -45,9 +45,9 @@ STATEMENTS = {
     # Token; the source task; savepoint: the discovery, the task, the branch, their three events in one insert
     # (the answer is made from what was written).
     "discovery branch": 8,
-    # Token; the board; the first phase, the column locked, the last position among its phases; the ticket, its
-    # history, the event.
-    "ticket create": 10,
+    # Token; the board; the column showing the first phase, locked; its phases with their last cards' positions;
+    # the ticket, its history, the event.
+    "ticket create": 9,
     # Token; the ticket; its tasks and their dependencies; its history; its comments.
     "ticket get": 6,
     # Token; the ticket; the move: the columns of the target phase and of the ticket's phase, locked with the

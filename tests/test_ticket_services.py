@@ -155,6 +155,9 @@ def test_a_transition_into_a_phase_no_column_shows_goes_after_its_last_ticket(bo
     for column in workflow.columns.all():
         column.phases.remove(*hidden)
     there = ticket_create(board=board, title="Spec the export", actor=bob, phase="PHASE_REQUIREMENTS")
+    after = ticket_create(board=board, title="Spec the import", actor=bob, phase="PHASE_REQUIREMENTS")
+    assert after.position == there.position + POSITION_GAP
+    there = after
     moved = ticket_transition(ticket=ticket, to_phase="PHASE_REQUIREMENTS", actor=bob)
     assert (moved.phase, moved.position) == (requirements, there.position + POSITION_GAP)
     assert Ticket.objects.get(pk=ticket.pk).phase == requirements

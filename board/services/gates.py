@@ -17,7 +17,7 @@ from ..events import EventType, event_emit
 from ..models import Priority, Task, Ticket
 from ..selectors.gates import TICKET_ID, phase_default_tasks, recorded, ticket_gate, with_gate_facts
 from .tasks import task_create
-from .tickets import _lock_columns, ticket_transition
+from .tickets import _lock_columns, _phase_wanted, ticket_transition
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def ticket_advance(*, ticket, actor, now=None):
     if gate.passed:
         # Columns before the ticket, in the order ticket_transition takes them: a mover holding a column
         # while waiting for this ticket must not wait on us the other way round.
-        _lock_columns(column=None, phase=gate.target, from_phase_id=first.phase_id)
+        _lock_columns(column=None, wanted=_phase_wanted(None, gate.target), from_phase_id=first.phase_id)
     if _lock(ticket.pk) != seen:
         return None
     current = _fresh(ticket.pk)  # under the lock: tasks, history and gate_state as they are now

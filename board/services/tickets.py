@@ -19,19 +19,8 @@ def ticket_create(*, board, title, actor, description="", priority=Priority.MEDI
     """Create a ticket at the end of its column, in `phase` or the workflow's first phase."""
     title = clean_text(title, field="title", max_length=200, required=True)
     priority = clean_priority(priority)
-    if phase is None:
-        phase = board.workflow.phases.in_order().first()
-        if phase is None:
-            raise ValidationError({"phase": f"Workflow {board.workflow.name} has no phases."})
-    else:
-        try:
-            phase = resolve_phase(board.workflow, phase)
-        except TransitionRefused as exc:
-            raise ValidationError({"phase": str(exc)}) from None
-
-    column = _column_of(phase)
     try:
-        _wip_check(board_id=board.pk, column=column, force=False, forcing_allowed=None)
+        phase, position = _place_new(board=board, phase=phase)
     except TransitionRefused as exc:
         raise ValidationError({"phase": str(exc)}) from None
     ticket = Ticket.objects.create(
@@ -40,7 +29,7 @@ def ticket_create(*, board, title, actor, description="", priority=Priority.MEDI
         description=description or "",
         priority=priority,
         phase=phase,
-        position=position_after_last(board_id=board.pk, column_phase_ids=_phase_ids(column, phase)),
+        position=position,
         created_by=actor_user(actor),
     )
     PhaseHistory.objects.create(
@@ -59,6 +48,34 @@ def ticket_create(*, board, title, actor, description="", priority=Priority.MEDI
         actor=actor,
     )
     return ticket
+
+
+def _place_new(*, board, phase):
+    """The phase (a Phase, its key, or None for the first) and the position at the end of its column of a new
+    ticket; TransitionRefused when the phase is unknown or its column full (`block`).
+
+    The phase is found among the phases of the column showing it, read with their cards once it is locked.
+    """
+    workflow = board.workflow
+    if isinstance(phase, Phase):
+        phase = resolve_phase(workflow, phase)
+    column, _ = _lock_columns(column=None, wanted=_phase_wanted(workflow, phase))
+    shown = _column_phases(column, board_id=board.pk, at_end=True) if column else []
+    _wip_check(
+        board_id=board.pk,
+        column=column,
+        force=False,
+        forcing_allowed=None,
+        count=sum(p.cards for p in shown) if column and column.wip_limit is not None else None,
+    )
+    found = _phase_among(shown, phase)
+    if found is not None:
+        return found, position_after(max((p.last for p in shown if p.last is not None), default=None))
+    # No column shows it: the phase's own cards are its column.
+    found = resolve_phase(workflow, phase) if phase is not None else workflow.phases.in_order().first()
+    if found is None:
+        raise ValidationError({"phase": f"Workflow {workflow.name} has no phases."})
+    return found, position_after_last(board_id=board.pk, column_phase_ids=[found.pk])
 
 
 @transaction.atomic
@@ -98,20 +115,6 @@ def ticket_update(*, ticket, actor, **changes):
         actor=actor,
     )
     return ticket
-
-
-def _column_of(phase):
-    """The board column showing `phase` (None when a hand-edited workflow left it out), locked for the move.
-
-    Locking the column row serialises every move into it, so the WIP count
-    read below cannot be overtaken by a concurrent drop.
-    """
-    return BoardColumn.objects.select_for_update().filter(phases=phase).order_by("pk").first()
-
-
-def _phase_ids(column, phase):
-    """The ids of the phases `column` shows, as a subquery of the statement that uses them ([phase] without one)."""
-    return column.phases.order_by().values("pk") if column else [phase.pk]
 
 
 def _wip_check(*, board_id, column, force, forcing_allowed, count=None):
@@ -156,15 +159,33 @@ def _not_allowed(from_phase, target):
     return f"{from_phase.name} cannot move to {target}; from {from_phase.name} a ticket may move to: {allowed}"
 
 
-def _lock_columns(*, column, phase, from_phase_id):
+def _phase_wanted(workflow, phase):
+    """`phase` (a Phase, its key, or None for `workflow`'s first phase) as a filter on the phase links of
+    columns, so that the statement locking its column finds it. `workflow` serves a key or None only."""
+    if isinstance(phase, Phase):
+        return {"phase_id": phase.pk}
+    if phase is None:
+        return {"phase_id": Subquery(workflow.phases.in_order().values("pk")[:1])}
+    return {"phase__workflow_id": workflow.pk, "phase__key": phase}
+
+
+def _phase_among(phases, phase):
+    """`phase` (as for _phase_wanted) among `phases`, the phases in order of the column showing it; None if absent."""
+    if phase is None:
+        return phases[0] if phases else None
+    key = phase.key if isinstance(phase, Phase) else phase
+    return next((p for p in phases if p.key == key), None)
+
+
+def _lock_columns(*, column, wanted, from_phase_id=None):
     """Lock the target column and the ticket's current one, in id order.
 
-    `column`: the column dropped on, or None to lock the one showing `phase`, the
-    target: a Phase, or (workflow id, key) for a phase named by its key.
-    `from_phase_id`: the ticket's phase id, or an expression reading it, which
-    is then read in this same statement. Returns the target column (None: no
-    column shows it) and the ticket's phase id as the lock saw it (None when no
-    column was locked, so the statement told nothing).
+    `column`: the column dropped on, or None to lock the one showing the phase
+    `wanted` (see _phase_wanted). `from_phase_id`: the ticket's phase id, or an
+    expression reading it, which is then read in this same statement; None for
+    a new ticket. Returns the target column (None: no column shows it) and the
+    ticket's phase id as the lock saw it (None when no column was locked, so
+    the statement told nothing).
 
     Columns are locked before the ticket's row, on every path: a renumber
     rewrites every card of its column, so a mover holding its own card while
@@ -177,15 +198,10 @@ def _lock_columns(*, column, phase, from_phase_id):
     def showing(**phase_filter):
         return Exists(through.filter(boardcolumn_id=OuterRef("pk"), **phase_filter))
 
-    if column is not None:
-        target = Q(pk=column.pk)
-    elif isinstance(phase, Phase):
-        target = showing(phase_id=phase.pk)
-    else:
-        workflow_id, key = phase
-        target = showing(phase__workflow_id=workflow_id, phase__key=key)
-    locked = BoardColumn.objects.select_for_update().filter(target | Q(showing(phase_id=from_phase_id)))
-    read_here = not isinstance(from_phase_id, int)
+    target = Q(pk=column.pk) if column is not None else showing(**wanted)
+    where = target if from_phase_id is None else target | Q(showing(phase_id=from_phase_id))
+    locked = BoardColumn.objects.select_for_update().filter(where)
+    read_here = from_phase_id is not None and not isinstance(from_phase_id, int)
     if read_here:
         locked = locked.annotate(seen_phase_id=from_phase_id)
     if column is None:
@@ -224,14 +240,14 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     if isinstance(phase, Phase):
         phase = resolve_phase(workflow, phase)
     # A phase named by its key is found among the phases of the column that shows it, read below.
-    target = phase if phase is None or isinstance(phase, Phase) else (workflow.pk, phase)
+    wanted = _phase_wanted(workflow, phase) if phase is not None else None
     # The columns of the ticket's phase as it is now (the caller's copy may be older), read with the lock.
     where_now = Subquery(Ticket.objects.filter(pk=ticket.pk).order_by().values("phase_id"))
-    column, seen_phase_id = _lock_columns(column=column, phase=target, from_phase_id=where_now)
+    column, seen_phase_id = _lock_columns(column=column, wanted=wanted, from_phase_id=where_now)
     if seen_phase_id is None:
         # No column shows either phase: read where the ticket is, and lock the columns of the phase it is in.
         seen_phase_id = Ticket.objects.filter(pk=ticket.pk).values_list("phase_id", flat=True).get()
-        column, _ = _lock_columns(column=column, phase=target, from_phase_id=seen_phase_id)
+        column, _ = _lock_columns(column=column, wanted=wanted, from_phase_id=seen_phase_id)
     locked = Ticket.objects.select_for_update(of=("self",)).select_related("phase")
     if asked is not None:
         # Whether the workflow lets it into the phase asked for, read with the lock.
@@ -250,7 +266,7 @@ def _move(*, ticket, column, phase, actor, previous_id=None, next_id=None, reaso
     at_end = not (previous_id or next_id)
     column_phases = _column_phases(column, board_id=board.pk, at_end=at_end) if column else None
     if phase is not None and not isinstance(phase, Phase):
-        phase = next((p for p in column_phases or () if p.key == phase), None) or resolve_phase(workflow, phase)
+        phase = _phase_among(column_phases or [], phase) or resolve_phase(workflow, phase)
     if column is None:
         column_phases = [phase]
     if transition and phase == from_phase:
