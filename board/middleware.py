@@ -15,18 +15,12 @@ import math
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
-from django.utils import timezone
 
 from .events import BROADCASTER
-from .models import IdempotencyRecord
-from .services import agent_authenticate, idempotency_prune
+from .services import IdempotencyKeyReused, agent_authenticate, idempotency_key_problem, idempotent_call
 
 API_PREFIX = "/api/"
-KEY_MAX = 200
-# One new Idempotency-Key record in this many prunes a batch of expired ones.
-PRUNE_EVERY = 256
 # Deep enough for any structured result an agent reports, far below Python's recursion limit.
 MAX_DEPTH = 64
 
@@ -210,73 +204,43 @@ class ApiGuardMiddleware:
             )
         if not isinstance(data, dict):
             return _problem(422, "The request body must be a JSON object.")
-        problem = _unstorable(data)
+        problem = json_unstorable(data)
         if problem:
             return _problem(422, problem)
         return None
 
     def _idempotent(self, request, key):
-        if not key.strip() or len(key) > KEY_MAX or not key.isprintable():
-            return _problem(422, f"Idempotency-Key must be 1 to {KEY_MAX} printable characters.")
+        problem = idempotency_key_problem(key)
+        if problem:
+            return _problem(422, problem)
         token = bearer_token(request.headers.get("Authorization", ""))
         agent = request_agent(request, token) if token else None
         if agent is None:
             return self.get_response(request)  # the API answers 401 itself
-        body_hash = hashlib.sha256(request.body).hexdigest()
 
-        # The record, the change and the stored answer commit together: a retry
-        # either finds the first answer or finds that nothing happened.
-        with transaction.atomic():
-            record = _record_key(agent, key, request, body_hash)
-            if record is None:
-                return self._replay(agent, key, request, body_hash)
-            if record.pk % PRUNE_EVERY == 0:
-                # Records expire; every so often a request clears a batch of old ones, so nothing else has to.
-                idempotency_prune()
+        def call():
             response = self.get_response(request)
-            if response.status_code >= 500:
-                transaction.set_rollback(True)
-                return response
-            record.status_code = response.status_code
-            record.response = _json_or_text(response)
-            record.save(update_fields=["status_code", "response"])
-        return response
+            return response.status_code, _json_or_text(response), response
 
-    def _replay(self, agent, key, request, body_hash):
-        record = IdempotencyRecord.objects.get(agent=agent, key=key)
-        if record.path != request.path[:500] or record.body_hash != body_hash:
-            return _problem(
-                422,
-                f"Idempotency-Key {key!r} was first used for another request ({record.method} {record.path}); "
-                "use a new key for a new request.",
+        try:
+            response, record = idempotent_call(
+                agent=agent,
+                key=key,
+                method=request.method,
+                path=request.path,
+                body_hash=hashlib.sha256(request.body).hexdigest(),
+                call=call,
             )
+        except IdempotencyKeyReused as exc:
+            return _problem(exc.status, str(exc))
+        if record is None:
+            return response
         if record.status_code == 204:
             response = HttpResponse(status=204)
         else:
             response = JsonResponse(record.response, status=record.status_code, safe=False)
         response["Idempotent-Replayed"] = "true"
         return response
-
-
-def _record_key(agent, key, request, body_hash):
-    """A new record of `key` for this request, or None when a live one exists (the request is a retry).
-
-    A record older than OMOI_IDEMPOTENCY_TTL no longer counts: it is replaced.
-    """
-    fields = {"method": request.method, "path": request.path[:500], "body_hash": body_hash}
-    try:
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(agent=agent, key=key, **fields)
-    except IntegrityError:
-        pass
-    expired = timezone.now() - settings.OMOI_IDEMPOTENCY_TTL
-    if not IdempotencyRecord.objects.filter(agent=agent, key=key, created_at__lt=expired).delete()[0]:
-        return None
-    try:
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(agent=agent, key=key, **fields)
-    except IntegrityError:
-        return None  # a concurrent retry recorded it first
 
 
 def _is_json(response):
@@ -300,7 +264,7 @@ def _json_or_text(response):
         return response.content.decode(errors="replace")
 
 
-def _unstorable(data):
+def json_unstorable(data):
     """Why a JSON field could not store `data`, or None.
 
     json.loads accepts NaN, Infinity, numbers that overflow to infinity, lone

@@ -6,9 +6,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from board import middleware
 from board.models import IdempotencyRecord, Task
-from board.services import idempotency_prune, ticket_create
+from board.services import idempotency, idempotency_prune, ticket_create
 
 pytestmark = pytest.mark.django_db
 
@@ -61,7 +60,7 @@ def test_pruning_deletes_only_expired_records_oldest_first_in_batches(api, ticke
 
 
 def test_the_api_prunes_now_and_then_by_itself(api, ticket, settings, monkeypatch):
-    monkeypatch.setattr(middleware, "PRUNE_EVERY", 1)
+    monkeypatch.setattr(idempotency, "PRUNE_EVERY", 1)
     api.post("/tasks", {"ticket_id": ticket.pk, "title": "Old"}, key="old")
     age({"key": "old"}, settings.OMOI_IDEMPOTENCY_TTL + timedelta(hours=1))
     api.post("/tasks", {"ticket_id": ticket.pk, "title": "New"}, key="new")

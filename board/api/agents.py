@@ -11,8 +11,12 @@ router = Router(tags=["agents"])
 
 @router.get("/me", response=AgentOut, summary="The calling agent")
 def get_me(request):
-    agent = Agent.objects.prefetch_related("boards").select_related("phase").get(pk=request.auth.pk)
-    return AgentOut.from_agent(agent)
+    return agent_me(request.auth)
+
+
+def agent_me(agent):
+    """The agent as AgentOut answers it, read again with its boards and phase."""
+    return AgentOut.from_agent(Agent.objects.prefetch_related("boards").select_related("phase").get(pk=agent.pk))
 
 
 @router.post("/me", response=AgentOut, summary="Report the calling agent's status (capabilities are set by staff)")

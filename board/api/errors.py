@@ -6,29 +6,39 @@ from ninja import Field, Schema
 
 from ..errors import Refused
 
+REFUSALS = (Refused, PermissionDenied, DjangoValidationError)
+
+
+def refusal_answer(exc):
+    """(status, detail) for a refusal from a service: the answer every agent interface gives, with its message.
+
+    The detail is the service's sentence, or for invalid values each problem
+    with its place (`{"loc": ["body", field], "msg": ..., "type": "value_error"}`).
+    """
+    if isinstance(exc, Refused):
+        return exc.status, str(exc)
+    if isinstance(exc, PermissionDenied):
+        return 403, str(exc) or "Forbidden."
+    if hasattr(exc, "error_dict"):
+        errors = [
+            {"loc": ["body", field], "msg": message, "type": "value_error"}
+            for field, messages in exc.message_dict.items()
+            for message in messages
+        ]
+    else:
+        errors = [{"loc": ["body"], "msg": message, "type": "value_error"} for message in exc.messages]
+    return 422, errors
+
 
 def install_error_handlers(api):
     """Map the services' refusals to HTTP statuses, each with the service's message."""
 
-    @api.exception_handler(Refused)
     def refused(request, exc):
-        return api.create_response(request, {"detail": str(exc)}, status=exc.status)
+        status, detail = refusal_answer(exc)
+        return api.create_response(request, {"detail": detail}, status=status)
 
-    @api.exception_handler(PermissionDenied)
-    def forbidden(request, exc):
-        return api.create_response(request, {"detail": str(exc) or "Forbidden."}, status=403)
-
-    @api.exception_handler(DjangoValidationError)
-    def invalid(request, exc):
-        if hasattr(exc, "error_dict"):
-            errors = [
-                {"loc": ["body", field], "msg": message, "type": "value_error"}
-                for field, messages in exc.message_dict.items()
-                for message in messages
-            ]
-        else:
-            errors = [{"loc": ["body"], "msg": message, "type": "value_error"} for message in exc.messages]
-        return api.create_response(request, {"detail": errors}, status=422)
+    for kind in REFUSALS:
+        api.add_exception_handler(kind, refused)
 
 
 class ErrorItem(Schema):

@@ -12,9 +12,14 @@ router = Router(tags=["phases"])
 
 @router.get("", response=list[PhaseOut], summary="The phases of the agent's boards' workflows")
 def list_phases(request, board: BoardSlug | None = None):
-    found = Phase.objects.filter(workflow__boards__agents=request.auth)
-    if board:
-        found = found.filter(workflow__boards=agent_board(request.auth, board))
+    return agent_phases(request.auth, board)
+
+
+def agent_phases(agent, board_slug=None):
+    """The phases of the agent's boards' workflows (of one board's, by slug), as PhaseOut answers them."""
+    found = Phase.objects.filter(workflow__boards__agents=agent)
+    if board_slug:
+        found = found.filter(workflow__boards=agent_board(agent, board_slug))
     found = found.distinct().select_related("workflow").with_transitions().order_by("workflow__slug", "sequence_order")
     return [phase_out(phase) for phase in found]
 
@@ -27,7 +32,10 @@ def get_phase(request, key: str, board: BoardSlug | None = None):
 
 @router.get("/{key}/instructions", summary="The phase's instructions for an agent, in Markdown")
 def get_instructions(request, key: str, board: BoardSlug | None = None):
-    phase = agent_phase(request.auth, key, board)
+    return instructions_out(agent_phase(request.auth, key, board))
+
+
+def instructions_out(phase):
     return {"phase": phase.key, "format": "markdown", "instructions": phase.agent_instructions()}
 
 

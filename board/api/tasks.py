@@ -65,13 +65,13 @@ def get_task(request, task_id: int):
 @router.post("/{int:task_id}/start", response=TaskOut, summary="Start a task the agent holds")
 def start_task(request, task_id: int, payload: TaskStartIn | None = None):
     attempt = payload.attempt if payload is not None else None
-    return _report(request, task_id, task_start, attempt=attempt)
+    return task_report(request.auth, task_id, task_start, attempt=attempt)
 
 
 @router.post("/{int:task_id}/complete", response=TaskOut, summary="Complete a task the agent holds")
 def complete_task(request, task_id: int, payload: TaskCompleteIn):
-    return _report(
-        request,
+    return task_report(
+        request.auth,
         task_id,
         task_complete,
         result=payload.result,
@@ -83,18 +83,18 @@ def complete_task(request, task_id: int, payload: TaskCompleteIn):
 
 @router.post("/{int:task_id}/fail", response=TaskOut, summary="Report a failure of a task the agent holds")
 def fail_task(request, task_id: int, payload: TaskFailIn):
-    return _report(
-        request, task_id, task_fail, error=payload.error, retryable=payload.retryable, attempt=payload.attempt
+    return task_report(
+        request.auth, task_id, task_fail, error=payload.error, retryable=payload.retryable, attempt=payload.attempt
     )
 
 
-def _report(request, task_id, report, **arguments):
+def task_report(agent, task_id, report, **arguments):
     """The holder's `report` (task_start, task_complete or task_fail) on the task, answered as the task.
 
     The task is found on the agent's boards with its row locked, in the
     transaction the service then works in.
     """
     with transaction.atomic():
-        task = agent_task(request.auth, task_id, for_update=True)
-        task = report(task=task, agent=request.auth, locked=True, **arguments)
+        task = agent_task(agent, task_id, for_update=True)
+        task = report(task=task, agent=agent, locked=True, **arguments)
     return TaskOut.from_task(task)

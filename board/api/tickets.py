@@ -40,7 +40,12 @@ def create_ticket(request, payload: TicketCreateIn):
 
 @router.get("/{int:ticket_id}", response=TicketDetailOut, summary="A ticket with its tasks, history and comments")
 def get_ticket(request, ticket_id: int):
-    ticket = agent_ticket(request.auth, ticket_id)
+    return ticket_detail(request.auth, ticket_id)
+
+
+def ticket_detail(agent, ticket_id):
+    """The ticket on the agent's boards with its tasks, history and comments, as TicketDetailOut answers it."""
+    ticket = agent_ticket(agent, ticket_id)
     task_list = list(
         ticket.tasks.select_related("phase", "assigned_agent")
         .prefetch_related(Prefetch("dependencies", queryset=Task.objects.only("pk").order_by("pk")))

@@ -16,11 +16,16 @@ from .agents import (
     agent_token_rotate,
     agent_update,
     agents_silent,
-    idempotency_prune,
     token_hash,
 )
 from .boards import board_create, board_may_manage, board_member_add, board_member_remove, board_member_update
 from .gates import ticket_advance, ticket_phase_enter
+from .idempotency import (
+    IdempotencyKeyReused,
+    idempotency_key_problem,
+    idempotency_prune,
+    idempotent_call,
+)
 from .ordering import POSITION_GAP
 from .remap import phase_remap, tickets_remap_phase
 from .results import ticket_result_apply, ticket_result_review, ticket_result_submit
@@ -47,6 +52,7 @@ __all__ = [
     "PRIORITY_SCORE",
     "RETRY_JITTER",
     "TOKEN_PREFIX",
+    "IdempotencyKeyReused",
     "TaskStateError",
     "TransitionRefused",
     "agent_authenticate",
@@ -63,7 +69,9 @@ __all__ = [
     "board_member_add",
     "board_member_remove",
     "board_member_update",
+    "idempotency_key_problem",
     "idempotency_prune",
+    "idempotent_call",
     "phase_remap",
     "retry_delay",
     "task_assign",

@@ -14,7 +14,7 @@ from phases.models import Phase
 
 from ..errors import TransitionRefused
 from ..events import ORCHESTRATOR, EventType, actor_user, event_emit
-from ..models import Agent, IdempotencyRecord, Task
+from ..models import Agent, Task
 from .inputs import clean_capabilities, clean_text, resolve_phase
 from .tasks import task_fail, task_release
 
@@ -62,18 +62,6 @@ def agent_create(*, name, boards, actor, phase=None, capabilities=None, agent_ty
             actor=actor,
         )
     return agent, token
-
-
-def idempotency_prune(*, now=None, batch=1000):
-    """Delete up to `batch` Idempotency-Key records older than OMOI_IDEMPOTENCY_TTL, oldest first; return how many.
-
-    A retry after that long is a new request. Fewer than `batch` deleted means
-    nothing is left to prune.
-    """
-    expired = (now or timezone.now()) - settings.OMOI_IDEMPOTENCY_TTL
-    oldest = IdempotencyRecord.objects.filter(created_at__lt=expired).order_by("created_at")
-    ids = list(oldest.values_list("pk", flat=True)[:batch])
-    return IdempotencyRecord.objects.filter(pk__in=ids).delete()[0] if ids else 0
 
 
 def agent_authenticate(token):
