@@ -1,4 +1,4 @@
-"""Guards in front of the agent API: a body size limit, and Idempotency-Key replay for POSTs.
+"""Guards in front of the agent API and the MCP endpoint: a body size limit, and Idempotency-Key replay for POSTs.
 
 `ApiBodyGuard` wraps the whole ASGI application and answers before Django
 reads a request body: a declared or streamed body over the limit gets 413
@@ -30,8 +30,23 @@ WRITE_METHODS = ("POST", "PUT", "PATCH")
 SCOPE_AGENT = "omoi.agent"
 
 
+# What the MCP endpoint answers a request refused before it is read: a JSON-RPC "invalid request" error.
+RPC_INVALID_REQUEST = -32600
+MCP_UNAUTHORIZED = "Unauthorized: send an agent's token as Authorization: Bearer <token>."
+
+
 def _problem(status, message):
     return JsonResponse({"detail": message}, status=status)
+
+
+def rpc_refusal(message):
+    """The MCP endpoint's answer (a JSON-RPC error) to a request it refuses before reading it."""
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": RPC_INVALID_REQUEST, "message": message}}
+
+
+def bearer_challenge(token):
+    """The WWW-Authenticate value for a 401: which token was refused, if one was sent (RFC 6750)."""
+    return 'Bearer error="invalid_token"' if token else "Bearer"
 
 
 def bearer_token(authorization):
@@ -42,21 +57,26 @@ def bearer_token(authorization):
 
 
 class ApiBodyGuard:
-    """ASGI middleware: refuse an agent API write that is too big or unauthenticated before its body is read.
+    """ASGI middleware: refuse an agent API or MCP write that is too big or unauthenticated before its body is read.
 
     Daphne has received the body by the time the application runs (a
     reverse proxy in front caps it earlier; see deploy/nginx.conf), but Django
     would then read all of it into memory to parse it. This answers from the
     headers, then reads at most the limit before handing the request on.
+    The MCP endpoint (`mcp_path`) gets its refusals as JSON-RPC errors.
     """
 
-    def __init__(self, app):
+    def __init__(self, app, *, mcp_path=None):
         self.app = app
+        self.mcp_path = mcp_path
 
     async def __call__(self, scope, receive, send):
         # This loop serves the requests: what they change is broadcast from it, after the answer.
         BROADCASTER.serve_on(asyncio.get_running_loop())
-        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS or not scope["path"].startswith(API_PREFIX):
+        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+            return await self.app(scope, receive, send)
+        mcp = scope["path"] == self.mcp_path
+        if not mcp and not scope["path"].startswith(API_PREFIX):
             return await self.app(scope, receive, send)
         limit = settings.OMOI_API_MAX_BODY_BYTES
         headers = {}
@@ -64,11 +84,12 @@ class ApiBodyGuard:
             headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return await _answer(send, 413, f"The request body is {int(declared)} bytes; the limit is {limit} bytes.")
+            message = f"The request body is {int(declared)} bytes; the limit is {limit} bytes."
+            return await _answer(send, 413, message, mcp=mcp)
         token = bearer_token(headers.get("authorization", ""))
         agent = await database_sync_to_async(agent_authenticate)(token) if token else None
         if agent is None:
-            return await _answer(send, 401, "Unauthorized")
+            return await _answer(send, 401, MCP_UNAUTHORIZED if mcp else "Unauthorized", mcp=mcp, token=token)
 
         chunks, size = [], 0
         while True:
@@ -78,7 +99,7 @@ class ApiBodyGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await _answer(send, 413, f"The request body is over the limit of {limit} bytes.")
+                return await _answer(send, 413, f"The request body is over the limit of {limit} bytes.", mcp=mcp)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -115,15 +136,12 @@ class OriginCheckedUnlessBearer:
         return await self.checked(scope, receive, send)
 
 
-async def _answer(send, status, message):
-    body = json.dumps({"detail": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def _answer(send, status, message, *, mcp=False, token=None):
+    body = json.dumps(rpc_refusal(message) if mcp else {"detail": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", bearer_challenge(token).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -163,26 +181,16 @@ class ApiGuardMiddleware:
             return _problem(422, "The URL contains a NUL character (%00), which no parameter accepts.")
         if request.method not in ("POST", "PUT", "PATCH"):
             return self.get_response(request)
-        problem = self._body_too_big(request) or self._body_not_json(request)
+        too_big = body_too_big(request)
+        if too_big:
+            return _problem(413, too_big)
+        problem = self._body_not_json(request)
         if problem:
             return problem
         key = request.headers.get("Idempotency-Key")
         if key is None or request.method != "POST":
             return self.get_response(request)
         return self._idempotent(request, key)
-
-    def _body_too_big(self, request):
-        limit = settings.OMOI_API_MAX_BODY_BYTES
-        declared = request.META.get("CONTENT_LENGTH") or ""
-        if declared.isdigit() and int(declared) > limit:
-            return _problem(413, f"The request body is {int(declared)} bytes; the limit is {limit} bytes.")
-        try:
-            size = len(request.body)
-        except RequestDataTooBig:
-            return _problem(413, f"The request body is over the limit of {limit} bytes.")
-        if size > limit:
-            return _problem(413, f"The request body is {size} bytes; the limit is {limit} bytes.")
-        return None
 
     def _body_not_json(self, request):
         if not request.body:
@@ -241,6 +249,21 @@ class ApiGuardMiddleware:
             response = JsonResponse(record.response, status=record.status_code, safe=False)
         response["Idempotent-Replayed"] = "true"
         return response
+
+
+def body_too_big(request):
+    """Why the request's body is refused for its size (over OMOI_API_MAX_BODY_BYTES), or None."""
+    limit = settings.OMOI_API_MAX_BODY_BYTES
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > limit:
+        return f"The request body is {int(declared)} bytes; the limit is {limit} bytes."
+    try:
+        size = len(request.body)
+    except RequestDataTooBig:
+        return f"The request body is over the limit of {limit} bytes."
+    if size > limit:
+        return f"The request body is {size} bytes; the limit is {limit} bytes."
+    return None
 
 
 def _is_json(response):

@@ -251,27 +251,37 @@ class AnalyticsOut(Schema):
 
 @router.post("/record", response={201: DiscoveryOut}, summary="Record a discovery without branching the work")
 def record_discovery(request, payload: RecordIn):
-    source = agent_task(request.auth, payload.source_task_id)
+    return Status(201, discovery_recorded(request.auth, payload))
+
+
+def discovery_recorded(agent, payload):
+    """A discovery recorded from RecordIn on a task of the agent's boards, as DiscoveryOut answers it."""
+    source = agent_task(agent, payload.source_task_id)
     discovery = discovery_record(
         source_task=source,
         discovery_type=payload.discovery_type,
         description=payload.description,
-        actor=request.auth,
+        actor=agent,
         priority_boost=payload.priority_boost,
         metadata=payload.metadata,
     )
     # The discovery as written, with the source task the lookup read: nothing to read again.
-    return Status(201, DiscoveryOut.from_discovery(discovery, spawned=[]))
+    return DiscoveryOut.from_discovery(discovery, spawned=[])
 
 
 @router.post("/branch", response={201: BranchOut}, summary="Record a discovery and spawn one task for it, in any phase")
 def branch_discovery(request, payload: BranchIn):
-    source = agent_task(request.auth, payload.source_task_id)
+    return Status(201, discovery_branched(request.auth, payload))
+
+
+def discovery_branched(agent, payload):
+    """A discovery from BranchIn and the one task it spawns, as BranchOut answers them."""
+    source = agent_task(agent, payload.source_task_id)
     discovery, task = discovery_branch(
         source_task=source,
         discovery_type=payload.discovery_type,
         description=payload.description,
-        actor=request.auth,
+        actor=agent,
         phase=payload.phase,
         title=payload.title,
         task_description=payload.task_description,
@@ -280,13 +290,10 @@ def branch_discovery(request, payload: BranchIn):
         required_capabilities=payload.required_capabilities,
         metadata=payload.metadata,
     )
-    return Status(
-        201,
-        {
-            "discovery": DiscoveryOut.from_discovery(discovery, spawned=[task.pk]),
-            "task": TaskOut.from_task(task, dependencies=[]),
-        },
-    )
+    return {
+        "discovery": DiscoveryOut.from_discovery(discovery, spawned=[task.pk]),
+        "task": TaskOut.from_task(task, dependencies=[]),
+    }
 
 
 @router.post("/{int:discovery_id}/resolve", response=DiscoveryOut, summary="Close a discovery as resolved or invalid")

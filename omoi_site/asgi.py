@@ -15,13 +15,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from board.middleware import ApiBodyGuard, OriginCheckedUnlessBearer  # noqa: E402
 from board.routing import websocket_urlpatterns  # noqa: E402
+from omoi_site.mcp import MCP_PATH  # noqa: E402
 
 websocket = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 
 application = ProtocolTypeRouter(
     {
-        # The guard answers oversized or unauthenticated API writes before Django reads their body.
-        "http": ApiBodyGuard(django_asgi_app),
+        # The guard answers oversized or unauthenticated API and MCP writes before Django reads their body.
+        "http": ApiBodyGuard(django_asgi_app, mcp_path=MCP_PATH),
         "websocket": OriginCheckedUnlessBearer(websocket, checked=AllowedHostsOriginValidator(websocket)),
     }
 )

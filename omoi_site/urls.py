@@ -5,6 +5,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, reverse_lazy
 
 from .api import api
+from .mcp import MCP_PATH
+from .mcp import server as mcp_server
 
 # The admin speaks of Omoi; "View site" goes back to the board list.
 admin.site.site_header = admin.site.site_title = "Omoi administration"
@@ -15,6 +17,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    # Agent CLIs over MCP (CSRF-exempt, as the API: each request carries its bearer token).
+    path(MCP_PATH.removeprefix("/"), mcp_server, name="mcp"),
     path("", include("board.urls")),
     path("", include("discoveries.urls")),
 ]

@@ -5,7 +5,7 @@ from ninja import Router
 from phases.models import Phase
 
 from ..selectors import agent_board, agent_phase
-from .schemas import BoardSlug, PhaseOut, ValidateDoneIn, ValidateDoneOut, phase_out
+from .schemas import BoardSlug, InstructionsOut, PhaseOut, ValidateDoneIn, ValidateDoneOut, phase_out
 
 router = Router(tags=["phases"])
 
@@ -30,7 +30,9 @@ def get_phase(request, key: str, board: BoardSlug | None = None):
     return phase_out(phase)
 
 
-@router.get("/{key}/instructions", summary="The phase's instructions for an agent, in Markdown")
+@router.get(
+    "/{key}/instructions", response=InstructionsOut, summary="The phase's instructions for an agent, in Markdown"
+)
 def get_instructions(request, key: str, board: BoardSlug | None = None):
     return instructions_out(agent_phase(request.auth, key, board))
 

@@ -6,12 +6,15 @@ in any text (PostgreSQL cannot store one), no blank required text, keys and
 slugs in their own alphabet.
 """
 
+import functools
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import AfterValidator, ConfigDict, model_validator
+from ninja.responses import NinjaJSONEncoder
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, model_validator
 
 from phases.schema import MAX_RETRIES, MAX_TIMEOUT_SECONDS, PHASE_ID_PATTERN, SLUG_PATTERN
 
@@ -338,6 +341,12 @@ def ticket_out(ticket):
     }
 
 
+class InstructionsOut(Schema):
+    phase: str
+    format: Literal["markdown"]
+    instructions: str
+
+
 class PhaseOut(Schema):
     key: str
     name: str
@@ -522,3 +531,23 @@ class ResultOut(Schema):
             "reviewed_at": result.reviewed_at,
             "review_note": result.review_note,
         }
+
+
+@functools.cache
+def _adapter(schema):
+    return TypeAdapter(schema)
+
+
+def answer_json(schema, value):
+    """`value` as the API answers it under `schema`: checked and cut to the schema, then encoded as the API encodes.
+
+    Another interface answering with this gives the same JSON as the API,
+    dates and all, with no second serialisation to keep in step.
+    """
+    adapter = _adapter(schema)
+    return json.loads(json.dumps(adapter.dump_python(adapter.validate_python(value)), cls=NinjaJSONEncoder))
+
+
+def answer_schema(schema):
+    """The JSON Schema of what `answer_json(schema, …)` gives."""
+    return _adapter(schema).json_schema(mode="serialization")

@@ -23,26 +23,31 @@ router = Router(tags=["tasks"])
     "/next", response={200: TaskOut, 204: None}, summary="The task the agent holds, else claim the best ready one"
 )
 def claim_next(request, payload: ClaimIn):
-    board = agent_board(request.auth, payload.board) if payload.board else None
-    task = task_claim(agent=request.auth, board=board)
-    if task is None:
-        return Status(204, None)
-    return TaskOut.from_task(task)
+    answer = task_claimed(request.auth, payload)
+    return Status(204, None) if answer is None else answer
+
+
+def task_claimed(agent, payload):
+    """The task the agent holds or now claims (ClaimIn), as TaskOut answers it; None when there is none."""
+    board = agent_board(agent, payload.board) if payload.board else None
+    task = task_claim(agent=agent, board=board)
+    return None if task is None else TaskOut.from_task(task)
 
 
 @router.post("", response={201: TaskOut}, summary="Create a task in any phase of the ticket's workflow")
 def create_task(request, payload: TaskCreateIn):
-    ticket = agent_ticket(request.auth, payload.ticket_id)
-    dependencies = agent_tasks(request.auth, payload.dependencies, field="dependencies")
-    parent = (
-        agent_tasks(request.auth, [payload.parent_task_id], field="parent_task_id")[0]
-        if payload.parent_task_id
-        else None
-    )
+    return Status(201, task_created(request.auth, payload))
+
+
+def task_created(agent, payload):
+    """A new task from TaskCreateIn, on a ticket of the agent's boards, as TaskOut answers it."""
+    ticket = agent_ticket(agent, payload.ticket_id)
+    dependencies = agent_tasks(agent, payload.dependencies, field="dependencies")
+    parent = agent_tasks(agent, [payload.parent_task_id], field="parent_task_id")[0] if payload.parent_task_id else None
     task = task_create(
         ticket=ticket,
         title=payload.title,
-        actor=request.auth,
+        actor=agent,
         phase=payload.phase,
         description=payload.description,
         task_type=payload.task_type,
@@ -54,7 +59,7 @@ def create_task(request, payload: TaskCreateIn):
         max_retries=payload.max_retries,
         timeout_seconds=payload.timeout_seconds,
     )
-    return Status(201, TaskOut.from_task(task, dependencies=sorted(dep.pk for dep in dependencies)))
+    return TaskOut.from_task(task, dependencies=sorted(dep.pk for dep in dependencies))
 
 
 @router.get("/{int:task_id}", response=TaskOut, summary="A task")

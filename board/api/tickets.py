@@ -74,16 +74,23 @@ def ticket_detail(agent, ticket_id):
 
 @router.post("/{int:ticket_id}/transition", response=TicketOut, summary="Move a ticket to another phase")
 def transition_ticket(request, ticket_id: int, payload: TransitionIn):
-    ticket = agent_ticket(request.auth, ticket_id)
-    return ticket_out(
-        ticket_transition(ticket=ticket, to_phase=payload.to_phase, actor=request.auth, reason=payload.reason)
-    )
+    return ticket_transitioned(request.auth, ticket_id, payload)
+
+
+def ticket_transitioned(agent, ticket_id, payload):
+    """The ticket on the agent's boards moved to TransitionIn's phase, as TicketOut answers it."""
+    ticket = agent_ticket(agent, ticket_id)
+    return ticket_out(ticket_transition(ticket=ticket, to_phase=payload.to_phase, actor=agent, reason=payload.reason))
 
 
 @router.post("/{int:ticket_id}/comments", response={201: CommentOut}, summary="Comment on a ticket")
 def comment_on_ticket(request, ticket_id: int, payload: CommentIn):
-    comment = ticket_comment(ticket=agent_ticket(request.auth, ticket_id), body=payload.body, actor=request.auth)
-    return Status(201, comment)
+    return Status(201, ticket_commented(request.auth, ticket_id, payload))
+
+
+def ticket_commented(agent, ticket_id, payload):
+    """The comment (CommentIn) added to the ticket on the agent's boards."""
+    return ticket_comment(ticket=agent_ticket(agent, ticket_id), body=payload.body, actor=agent)
 
 
 @router.get(
@@ -92,7 +99,12 @@ def comment_on_ticket(request, ticket_id: int, payload: CommentIn):
     summary="The ticket's phase gate: what is met, what is missing, where it goes next and what holds it",
 )
 def get_gate(request, ticket_id: int):
-    return GateOut.from_gate(ticket_gate(agent_ticket(request.auth, ticket_id)))
+    return ticket_gate_out(request.auth, ticket_id)
+
+
+def ticket_gate_out(agent, ticket_id):
+    """The gate of the ticket on the agent's boards, as GateOut answers it."""
+    return GateOut.from_gate(ticket_gate(agent_ticket(agent, ticket_id)))
 
 
 @router.post("/{int:ticket_id}/result", response={201: ResultOut}, summary="Submit the ticket's result for review")
