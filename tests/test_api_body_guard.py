@@ -39,8 +39,11 @@ class EndlessBody:
         return {"type": "http.request", "body": b" " * CHUNK, "more_body": True}
 
 
-def call(app, path, *, headers=(), receive=None, method="POST"):
-    """Run one request through `app`; return (status, JSON body, how much of the body was read)."""
+def call(app, path, *, headers=(), receive=None, method="POST", answer_headers=None):
+    """Run one request through `app`; return (status, JSON body, how much of the body was read).
+
+    The answer's headers are added to `answer_headers`, a dict, when one is given.
+    """
     receive = receive or EndlessBody()
     sent = []
 
@@ -63,6 +66,8 @@ def call(app, path, *, headers=(), receive=None, method="POST"):
     }
     async_to_sync(app)(scope, receive, send)
     start = next(message for message in sent if message["type"] == "http.response.start")
+    if answer_headers is not None:
+        answer_headers.update((name.decode(), value.decode()) for name, value in start["headers"])
     body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
     return start["status"], (json.loads(body) if body else None), receive.taken
 
@@ -79,6 +84,25 @@ def test_a_write_without_a_valid_token_is_refused_before_its_body_is_read(builde
     headers = [("authorization", authorization)] if authorization else []
     status, body, taken = call(ApiBodyGuard(never_called), "/api/v1/tickets", headers=headers)
     assert (status, body, taken) == (401, {"detail": "Unauthorized"}, 0)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer omoi_not-a-real-token"])
+def test_an_mcp_write_without_a_valid_token_is_refused_before_its_body_is_read(builder, authorization):
+    headers = [("authorization", authorization)] if authorization else []
+    answer_headers = {}
+    status, body, taken = call(
+        ApiBodyGuard(never_called, mcp_path="/mcp"), "/mcp", headers=headers, answer_headers=answer_headers
+    )
+    assert (status, taken) == (401, 0)
+    assert body == {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": middleware.MCP_UNAUTHORIZED}}
+    assert answer_headers["www-authenticate"] == ('Bearer error="invalid_token"' if authorization else "Bearer")
+
+
+def test_an_endless_mcp_body_is_cut_at_the_limit(builder, settings):
+    headers = [("authorization", f"Bearer {builder[1]}")]
+    status, body, taken = call(application, "/mcp", headers=headers)
+    assert status == 413 and body["error"]["message"].startswith("The request body is over the limit")
+    assert taken <= settings.OMOI_API_MAX_BODY_BYTES + CHUNK
 
 
 def test_a_revoked_token_is_refused_before_the_body_is_read(builder, alice):
