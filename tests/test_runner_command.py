@@ -19,7 +19,7 @@ from django.core.management import CommandError, call_command
 
 from board.models import Agent, Task
 from board.runner.client import ApiError, Omoi
-from board.runner.command import PRESETS, RESULT_HOWTO, CommandAgent, read_result
+from board.runner.command import PRESETS, RESULT_HOWTO, CommandAgent, read_result, write_mcp_config
 from board.runner.loop import ABANDONED, COMPLETED, FAILED, HANDLED_BY_CHILD, SUPERSEDED, report_completion
 from board.runner.process import process_running
 from board.services import task_create, task_fail, ticket_create
@@ -243,6 +243,39 @@ def test_a_successful_agent_completes_the_task_with_its_result(runner, claimed, 
     assert environment["OMOI_ATTEMPT"] == ("" if task.get("attempt") is None else str(task["attempt"]))
     assert environment["OMOI_RESULT_FILE"].endswith("result.json")
     assert "OMOI_PROMPT_FILE" not in environment
+
+
+@live
+def test_the_child_gets_the_mcp_server_and_can_report_through_it(runner, claimed, server, builder):
+    task = claimed()
+
+    outcome = runner(script("succeed.py"))(task)
+
+    environment = Task.objects.get(pk=task["id"]).result["environment"]
+    assert outcome == COMPLETED
+    assert environment["OMOI_MCP_URL"] == f"{server.url}/mcp"
+    config_path = Path(environment["OMOI_MCP_CONFIG"])
+    assert config_path.name == "mcp.json" and not config_path.exists()  # it held the token: gone with the task
+
+    task = claimed()
+    assert runner(script("mcp_complete.py"))(task) == HANDLED_BY_CHILD
+    done = Task.objects.get(pk=task["id"])
+    assert done.status == Task.Status.COMPLETED
+    assert done.result == {"summary": "Reported over MCP by builder."}
+
+
+def test_the_mcp_configuration_names_the_endpoint_and_the_token_and_only_its_owner_reads_it(tmp_path):
+    path = write_mcp_config(tmp_path / "mcp.json", url="http://omoi.example:8000/", token="omoi_secret")
+    assert json.loads(path.read_text()) == {
+        "mcpServers": {
+            "omoi": {
+                "type": "http",
+                "url": "http://omoi.example:8000/mcp",
+                "headers": {"Authorization": "Bearer omoi_secret"},
+            }
+        }
+    }
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 @live

@@ -2,7 +2,10 @@
 
 The child gets the phase's instructions and the task as its prompt (on
 standard input, or in a file), and the task's coordinates and the API's
-address and token in its environment, so it can call the API itself. The
+address and token in its environment, so it can call the API itself; an
+agent CLI that speaks MCP finds Omoi's MCP server there too: its URL in
+$OMOI_MCP_URL, and a ready configuration in $OMOI_MCP_CONFIG (the
+`mcpServers` JSON Claude Code's `--mcp-config` reads, token included). The
 runner starts the task, heartbeats while the child lives, enforces the time
 limits, and then reports: the child's result (the JSON object it prints last,
 or writes to $OMOI_RESULT_FILE) completes the task; a non-zero exit, a time-out
@@ -43,6 +46,9 @@ PRESETS = {
     "opencode": 'opencode run "Carry out the task given on standard input."',
 }
 PROMPT_FILE, RESULT_FILE = "{prompt_file}", "{result_file}"
+# Where the server answers MCP, and the name its tools go by in an agent CLI (mcp__omoi__… in Claude Code).
+MCP_PATH = "/mcp"
+MCP_SERVER_NAME = "omoi"
 # What a failure report quotes of the child's output, and the API's bounds on what a completion carries.
 TAIL_CHARS = 2000
 TEXT_MAX = 20_000
@@ -66,7 +72,8 @@ List an artifact for each expected output you produced. If you cannot do the tas
 non-zero status: the task is then retried. To record a discovery (a bug, a missing requirement, anything outside
 this task), call the API: POST $OMOI_URL/api/v1/discoveries/record with the header
 "Authorization: Bearer $OMOI_TOKEN" and a body such as
-{"source_task_id": $OMOI_TASK_ID, "discovery_type": "bug", "description": "..."}.
+{"source_task_id": $OMOI_TASK_ID, "discovery_type": "bug", "description": "..."}; or, when you have
+Omoi's MCP tools, call record_discovery.
 """
 
 
@@ -85,12 +92,31 @@ def render_prompt(task, instructions):
     return "\n".join(lines)
 
 
-def child_env(task, *, url, token, result_file, base=None):
-    """The child's environment: ours, plus where the API is, who it is, and which task it works on."""
+def mcp_url(url):
+    """The address of the server's MCP endpoint."""
+    return url.rstrip("/") + MCP_PATH
+
+
+def write_mcp_config(path, *, url, token):
+    """Write the MCP configuration for Omoi to `path`, readable by its owner only (it holds the token)."""
+    config = {
+        "mcpServers": {
+            MCP_SERVER_NAME: {"type": "http", "url": mcp_url(url), "headers": {"Authorization": f"Bearer {token}"}}
+        }
+    }
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as written:
+        json.dump(config, written, indent=2)
+    return path
+
+
+def child_env(task, *, url, token, result_file, mcp_config=None, base=None):
+    """The child's environment: ours, plus where the API and MCP server are, who it is, and which task it works on."""
     env = dict(os.environ if base is None else base)
     env.update(
         {
             "OMOI_URL": url,
+            "OMOI_MCP_URL": mcp_url(url),
             "OMOI_TOKEN": token,
             "OMOI_TASK_ID": str(task["id"]),
             # Empty when the server does not number attempts.
@@ -101,6 +127,8 @@ def child_env(task, *, url, token, result_file, base=None):
             "OMOI_RESULT_FILE": str(result_file),
         }
     )
+    if mcp_config is not None:
+        env["OMOI_MCP_CONFIG"] = str(mcp_config)
     return env
 
 
@@ -242,7 +270,10 @@ class CommandAgent:
         timeout = self.timeout if self.timeout is not None else task.get("timeout_seconds")
         with tempfile.TemporaryDirectory(prefix=f"omoi-task-{task['id']}-") as scratch:
             result_file = Path(scratch) / "result.json"
-            env = child_env(task, url=self.omoi.base_url, token=self.token, result_file=result_file)
+            mcp_config = write_mcp_config(Path(scratch) / "mcp.json", url=self.omoi.base_url, token=self.token)
+            env = child_env(
+                task, url=self.omoi.base_url, token=self.token, result_file=result_file, mcp_config=mcp_config
+            )
             command = self.command.replace(RESULT_FILE, shlex.quote(str(result_file)))
             stdin_data = prompt.encode()
             if self.prompt_file:
