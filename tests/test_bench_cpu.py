@@ -51,7 +51,7 @@ def test_a_live_child_counts_before_it_exits():
 
         children = cpu.tree_seconds(os.getpid()) - cpu.own_seconds(mine) - cpu.reaped_seconds(mine)
 
-        assert children >= 0.35
+        assert round(children, 6) >= 0.35  # sums of ticks in float: 0.35 may come out as 0.3499…
     finally:
         child.kill()
         child.wait()
