@@ -195,6 +195,7 @@ INSTRUCTION_FIELDS = (
     "done_definitions",
     "expected_outputs",
     "next_steps_guide",
+    "validation_criteria",
     "allowed_transitions",
 )
 # The renderer reads at most this much; a longer draft is refused rather than previewed in part.
@@ -250,7 +251,16 @@ class PhaseAdmin(admin.ModelAdmin):
         ("Transitions", {"fields": ("allowed_transitions",)}),
         (
             "What the agent gets",
-            {"fields": ("phase_prompt", "done_definitions", "expected_outputs", "next_steps_guide", "configuration")},
+            {
+                "fields": (
+                    "phase_prompt",
+                    "done_definitions",
+                    "expected_outputs",
+                    "next_steps_guide",
+                    "validation_criteria",
+                    "configuration",
+                )
+            },
         ),
     )
 

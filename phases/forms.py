@@ -11,7 +11,14 @@ from django.db import transaction
 from django.utils.html import format_html, format_html_join
 
 from .models import BoardColumn, Phase, Workflow
-from .schema import ColumnDefinition, ExpectedOutput, PhaseConfiguration, PhaseDefinition, WorkflowDefinition
+from .schema import (
+    ColumnDefinition,
+    ExpectedOutput,
+    PhaseConfiguration,
+    PhaseDefinition,
+    ValidationCriterion,
+    WorkflowDefinition,
+)
 from .services import workflow_definition
 from .workflow_files import UNMAPPED_PHASE, WorkflowFileError, dump_workflow, format_path, parse_workflow
 
@@ -103,6 +110,13 @@ class PhaseForm(forms.ModelForm):
         help_text='JSON list, e.g. [{"type": "document", "pattern": "docs/*.md", "required": true}].',
     )
     next_steps_guide = LinesField(help_text="One step per line.")
+    validation_criteria = SchemaJSONField(
+        list[ValidationCriterion],
+        help_text=(
+            'JSON list of checks shown to agents, e.g. [{"description": "The PRD exists", '
+            '"check_type": "file_exists", "target": "docs/PRD.md"}].'
+        ),
+    )
     configuration = SchemaJSONField(
         PhaseConfiguration,
         empty=dict,
@@ -125,6 +139,7 @@ class PhaseForm(forms.ModelForm):
             "expected_outputs",
             "phase_prompt",
             "next_steps_guide",
+            "validation_criteria",
             "configuration",
         ]
         widgets = {"phase_prompt": forms.Textarea(attrs={"rows": 24, "class": CODE})}
@@ -165,6 +180,7 @@ class PhaseForm(forms.ModelForm):
             expected_outputs=[ExpectedOutput.model_validate(output) for output in data["expected_outputs"]],
             phase_prompt=data["phase_prompt"],
             next_steps_guide=data["next_steps_guide"],
+            validation_criteria=[ValidationCriterion.model_validate(item) for item in data["validation_criteria"]],
             configuration=PhaseConfiguration.model_validate(data["configuration"]),
         )
 

@@ -85,6 +85,8 @@ class Phase(models.Model):
     expected_outputs = models.JSONField(default=list, blank=True)
     phase_prompt = models.TextField(blank=True)
     next_steps_guide = models.JSONField(default=list, blank=True)
+    # Checks the phase's work is held to, shown to agents: [{"description", "check_type", "target", ...}].
+    validation_criteria = models.JSONField(default=list, blank=True)
     configuration = models.JSONField(default=dict, blank=True)
 
     objects = PhaseQuerySet.as_manager()
@@ -157,6 +159,10 @@ class Phase(models.Model):
         lines = [f"# Phase: {self.name} ({self.key})"]
         if self.description:
             lines += ["", self.description.strip()]
+        # Set by workflows loaded from Hephaestus folders, whose agents each work in a given folder.
+        folder = self.configuration.get("working_directory") if isinstance(self.configuration, dict) else None
+        if isinstance(folder, str) and folder.strip():
+            lines += ["", f"Working directory: `{folder.strip()}`"]
         if self.phase_prompt.strip():
             lines += ["", "## Instructions", "", self.phase_prompt.strip()]
         if self.done_definitions:
@@ -172,11 +178,15 @@ class Phase(models.Model):
         if self.expected_outputs:
             lines += ["", "## Expected outputs", ""]
             for output in self.expected_outputs:
-                text = f"- {output.get('type', 'output')}: `{output.get('pattern', '')}`"
+                pattern = output.get("pattern", "")
+                text = f"- {output.get('type', 'output')}" + (f": `{pattern}`" if pattern else "")
                 text += " (required)" if output.get("required", True) else " (optional)"
                 if output.get("validation_rule"):
                     text += f" — {output['validation_rule']}"
                 lines.append(text)
+        if self.validation_criteria:
+            lines += ["", "## Validation", "", "Your work in this phase is checked against these:", ""]
+            lines += [_criterion_line(criterion) for criterion in self.validation_criteria]
         if self.next_steps_guide:
             lines += ["", "## What happens next", ""]
             lines += [f"{number}. {step}" for number, step in enumerate(self.next_steps_guide, start=1)]
@@ -184,6 +194,15 @@ class Phase(models.Model):
         if targets:
             lines += ["", f"From here the ticket may move to: {', '.join(targets)}."]
         return "\n".join(lines) + "\n"
+
+
+def _criterion_line(criterion):
+    """One validation criterion as a Markdown list item: what it checks, then how."""
+    if not isinstance(criterion, dict):
+        return f"- {criterion}"
+    how = [f"`{criterion[key]}`" for key in ("target", "pattern", "command") if criterion.get(key)]
+    kind = criterion.get("check_type") or "check"
+    return f"- {criterion.get('description', '')} ({', '.join([kind, *how])})"
 
 
 class BoardColumn(models.Model):

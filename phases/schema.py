@@ -240,6 +240,14 @@ def _json_problems(value, path, depth):
         yield path, f"a {type(value).__name__} cannot be stored as JSON; quote the value to keep it as text"
 
 
+def _extra_json_errors(model):
+    """Pydantic errors for the keys of an open-ended model that a JSON column cannot store as they are."""
+    return [
+        InitErrorDetails(type=PydanticCustomError("json_unstorable", message), loc=loc, input=None)
+        for loc, message in _json_problems(model.__pydantic_extra__ or {}, (), 0)
+    ]
+
+
 class PhaseConfiguration(BaseModel):
     # Open-ended on purpose: workflows may carry settings of their own; the
     # ones the orchestrator reads are typed, the others must be plain JSON.
@@ -259,10 +267,7 @@ class PhaseConfiguration(BaseModel):
 
     @model_validator(mode="after")
     def _storable_as_json(self):
-        errors = [
-            InitErrorDetails(type=PydanticCustomError("json_unstorable", message), loc=loc, input=None)
-            for loc, message in _json_problems(self.__pydantic_extra__ or {}, (), 0)
-        ]
+        errors = _extra_json_errors(self)
         low, high = self.retry_backoff_seconds, self.retry_backoff_max_seconds
         if low is not None and high is not None and high < low:
             # A cap below the first delay would make every retry wait the cap: surely a slip.
@@ -282,6 +287,33 @@ class PhaseConfiguration(BaseModel):
         return self
 
 
+class ValidationCriterion(BaseModel):
+    """A check the phase's work is held to, as Hephaestus workflows write them; shown to agents with the phase.
+
+    The phase gate does not run these (a `file_exists` check loaded from a
+    Hephaestus folder also becomes an expected output, which the gate checks).
+    Keys beyond the usual ones (what a check compares against, its timeout)
+    are kept as written, as plain JSON.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    description: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_RULE), BeforeValidator(_storable)
+    ]
+    check_type: _one_line_text(MAX_TASK_TYPE, min_length=1)
+    target: _one_line_text(MAX_PATTERN, strip=False) | None = None
+    pattern: _text(MAX_RULE) | None = None
+    command: _text(MAX_RULE) | None = None
+
+    @model_validator(mode="after")
+    def _storable_as_json(self):
+        errors = _extra_json_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+
 class PhaseDefinition(_Strict):
     id: PhaseId
     name: Name
@@ -294,6 +326,7 @@ class PhaseDefinition(_Strict):
     expected_outputs: Annotated[list[ExpectedOutput], Field(max_length=MAX_OUTPUTS)] = []
     phase_prompt: _text(MAX_PROMPT) = ""
     next_steps_guide: Annotated[list[Line], Field(max_length=MAX_LINES)] = []
+    validation_criteria: Annotated[list[ValidationCriterion], Field(max_length=MAX_LINES)] = []
     configuration: PhaseConfiguration = PhaseConfiguration()
 
 

@@ -13,6 +13,7 @@ from .schema import (
     ExpectedOutput,
     PhaseConfiguration,
     PhaseDefinition,
+    ValidationCriterion,
     WorkflowDefinition,
 )
 from .workflow_files import Problem, WorkflowFileError, dump_workflow
@@ -151,6 +152,8 @@ def apply_definition(definition, *, slug, overwrite=False, remap=None, registry=
         phase.expected_outputs = [output.model_dump(exclude_none=True) for output in item.expected_outputs]
         phase.phase_prompt = item.phase_prompt
         phase.next_steps_guide = list(item.next_steps_guide)
+        # A historical Phase (migrations before 0007) has no such column and keeps it unsaved.
+        phase.validation_criteria = [criterion.model_dump(exclude_none=True) for criterion in item.validation_criteria]
         phase.configuration = item.configuration.model_dump(exclude_none=True)
         phase.save()
         phases[item.id] = phase
@@ -267,6 +270,10 @@ def workflow_definition(workflow):
                 ],
                 phase_prompt=phase.phase_prompt,
                 next_steps_guide=list(phase.next_steps_guide),
+                validation_criteria=[
+                    ValidationCriterion.model_construct(**criterion) if isinstance(criterion, dict) else criterion
+                    for criterion in phase.validation_criteria
+                ],
                 configuration=_configuration(phase.configuration),
             )
             for phase in phases

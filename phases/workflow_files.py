@@ -538,8 +538,9 @@ def dump_workflow(definition, *, header=None):
     data = definition.model_dump(mode="json", exclude_none=False)
     for phase in data["phases"]:
         phase["configuration"] = {key: value for key, value in phase["configuration"].items() if value is not None}
-        for position, output in enumerate(phase["expected_outputs"]):
-            phase["expected_outputs"][position] = {key: value for key, value in output.items() if value is not None}
+        for name in ("expected_outputs", "validation_criteria"):
+            for position, item in enumerate(phase[name]):
+                phase[name][position] = {key: value for key, value in item.items() if value is not None}
         tasks = phase["configuration"].get("default_tasks")
         for task in tasks if isinstance(tasks, list) else ():
             if isinstance(task, dict) and task.get("priority") is None:

@@ -32,6 +32,7 @@ PHASE_FIELDS = {
     "expected_outputs",
     "phase_prompt",
     "next_steps_guide",
+    "validation_criteria",
     "configuration",
 }
 

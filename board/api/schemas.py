@@ -359,6 +359,7 @@ class PhaseOut(Schema):
     expected_outputs: list[dict]
     phase_prompt: str
     next_steps_guide: list[str]
+    validation_criteria: list[dict]
     configuration: dict
 
 
@@ -386,6 +387,7 @@ def phase_out(phase):
         "expected_outputs": phase.expected_outputs,
         "phase_prompt": phase.phase_prompt,
         "next_steps_guide": phase.next_steps_guide,
+        "validation_criteria": phase.validation_criteria,
         "configuration": phase.configuration,
     }
 
