@@ -69,6 +69,9 @@ class Problem:
     # Names the rule for callers that treat one differently (the admin lets a phase it has just added wait
     # for its column); empty for most.
     code: str = ""
+    # The file the problem is in, when a workflow is read from several (a Hephaestus folder); it is named
+    # in place of the error's source.
+    file: str = ""
 
     def __post_init__(self):
         # Paths and messages quote the file's own keys and values, which may hold line breaks.
@@ -76,7 +79,7 @@ class Problem:
         object.__setattr__(self, "message", printable(self.message))
 
     def format(self, source=None):
-        prefix = ":".join(part for part in (printable(source or ""), str(self.line or "")) if part)
+        prefix = ":".join(part for part in (printable(self.file or source or ""), str(self.line or "")) if part)
         location = f"{self.path}: " if self.path else ""
         return f"{prefix + ': ' if prefix else ''}{location}{self.message}"
 
@@ -298,7 +301,7 @@ def _construct(text, source):
         loader.dispose()
 
 
-def _describe_pydantic_error(error):
+def describe_pydantic_error(error):
     kind = error["type"]
     loc = error["loc"]
     if kind == "extra_forbidden":
@@ -317,7 +320,7 @@ def _schema_problems(data, index):
             model.model_validate(value)
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
-                loc, message = _describe_pydantic_error(error)
+                loc, message = describe_pydantic_error(error)
                 parts = (*prefix, *loc)
                 problems.append(Problem(format_path(parts), message, index.line_for(parts)))
 
@@ -473,8 +476,12 @@ def _reference_problems(data, index):
     return problems
 
 
-def parse_workflow(text, source=None):
-    """Validate a workflow file's text; return a WorkflowDefinition or raise WorkflowFileError."""
+def read_yaml(text, source=None):
+    """Plain values from YAML text, and the index of their lines; WorkflowFileError on any problem.
+
+    Only plain data tags pass, every value YAML cannot build is reported at its
+    line, and aliases may not expand the file past twice the size allowed.
+    """
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -498,7 +505,12 @@ def parse_workflow(text, source=None):
     too_large = index.too_large(EXPANSION_FACTOR * limit)
     if index.problems or too_large:
         raise WorkflowFileError([*index.problems, *([too_large] if too_large else [])], source)
-    data = _construct(text, source)
+    return _construct(text, source), index
+
+
+def parse_workflow(text, source=None):
+    """Validate a workflow file's text; return a WorkflowDefinition or raise WorkflowFileError."""
+    data, index = read_yaml(text, source)
     if not isinstance(data, dict):
         raise WorkflowFileError(
             [Problem("", "the top level must be a mapping with name, phases and board_columns", 1)], source

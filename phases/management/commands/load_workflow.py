@@ -1,4 +1,4 @@
-"""Load a workflow from a YAML file, or keep reloading the files of a folder as they change."""
+"""Load a workflow from a YAML file or a Hephaestus workflow folder, or keep reloading the files of a folder as they change."""
 
 import signal
 import time
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from phases.hephaestus import read_hephaestus_folder
 from phases.services import workflow_load
 from phases.watch import WorkflowWatcher
 from phases.workflow_files import WorkflowFileError, read_workflow_file
@@ -22,11 +23,16 @@ def parse_remap(values):
 
 
 class Command(BaseCommand):
-    help = "Validate a workflow YAML file and load it into the database (all or nothing)."
+    help = (
+        "Validate a workflow YAML file, or a Hephaestus workflow folder (one NN_name.yaml per phase), "
+        "and load it into the database (all or nothing)."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("file", nargs="?", help="The workflow file to load.")
-        parser.add_argument("--slug", help="Slug of the workflow (default: the file's 'slug' key or its name).")
+        parser.add_argument("file", nargs="?", help="The workflow file, or the Hephaestus workflow folder, to load.")
+        parser.add_argument(
+            "--slug", help="Slug of the workflow (default: the file's 'slug' key or its name; a folder's name)."
+        )
         parser.add_argument("--overwrite", action="store_true", help="Replace a workflow that already exists.")
         parser.add_argument(
             "--remap",
@@ -49,11 +55,16 @@ class Command(BaseCommand):
         if not options["file"]:
             raise CommandError("Give a workflow file to load, or --watch DIR.")
         path = Path(options["file"])
+        notes = []
         try:
-            definition = read_workflow_file(path)
+            if path.is_dir():
+                folder = read_hephaestus_folder(path)
+                definition, notes = folder.definition, folder.notes
+            else:
+                definition = read_workflow_file(path)
             result = workflow_load(
                 definition=definition,
-                slug=options["slug"] or definition.slug or path.stem,
+                slug=options["slug"] or definition.slug or (path.name if path.is_dir() else path.stem),
                 overwrite=options["overwrite"],
                 remap=remap,
                 dry_run=options["dry_run"],
@@ -62,6 +73,8 @@ class Command(BaseCommand):
             exc.source = exc.source or str(path)
             raise CommandError(exc.describe()) from None
         self.stdout.write(self.style.SUCCESS(result.summary()))
+        for note in notes:
+            self.stdout.write(self.style.WARNING(f"  note: {note}"))
 
     def watch(self, folder, interval, remap):
         watcher = WorkflowWatcher(Path(folder), remap=remap)
