@@ -74,7 +74,7 @@ def demo_board(db, monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_workflow_commands_pasted_in_order_export_check_create_and_rename_a_phase(workflow, tmp_path):
-    [(_, script)] = blocks_after("## Workflows")
+    [(_, script), _] = blocks_after("## Workflows")
     assert "…" not in script and "my_flow.yaml" in script
 
     run = run_shell(script, cwd=checkout_like(tmp_path))
@@ -84,6 +84,21 @@ def test_the_workflow_commands_pasted_in_order_export_check_create_and_rename_a_
     assert set(flow.phases.values_list("key", flat=True)) >= {"PHASE_QA", "PHASE_IMPLEMENTATION"}
     assert not flow.phases.filter(key="PHASE_TESTING").exists()
     assert "PHASE_QA" in (tmp_path / "my_flow.yaml").read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hephaestus_folder_commands_check_load_and_export_the_example(tmp_path):
+    [_, (_, script)] = blocks_after("## Workflows")
+    assert "…" not in script and "examples/hephaestus/prd_to_software" in script
+
+    run = run_shell(script, cwd=checkout_like(tmp_path))
+
+    assert run.returncode == 0, f"{run.stderr}\n--- output ---\n{run.stdout}"
+    assert "Workflow 'prd_to_software' would be created" in run.stdout
+    assert "Workflow 'prd_to_software' was created" in run.stdout
+    flow = Workflow.objects.get(slug="prd_to_software")
+    assert flow.phases.count() == 6
+    assert "slug: prd_to_software\n" in (tmp_path / "prd_to_software.yaml").read_text()
 
 
 @pytest.mark.django_db(transaction=True)

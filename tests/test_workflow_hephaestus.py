@@ -5,6 +5,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -20,7 +21,7 @@ from .workflow_samples import database_state, transitions_of
 
 pytestmark = pytest.mark.django_db
 
-SAMPLE = Path(__file__).resolve().parent / "hephaestus_samples" / "prd_to_software"
+SAMPLE = Path(settings.BASE_DIR) / "examples" / "hephaestus" / "prd_to_software"
 FOLDER_PHASES = ["PHASE_REQUIREMENTS", "PHASE_SYSTEM_DESIGN", "PHASE_IMPLEMENTATION", "PHASE_REVIEW"]
 
 
