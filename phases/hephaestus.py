@@ -302,10 +302,14 @@ class _Reader:
                 return (*origins[part], *rest)
             if part == "next_steps_guide":
                 return (*written["next_steps"], *rest) if next_steps_listed else written["next_steps"]
-            if part == "expected_outputs" and rest:
+            if part == "expected_outputs" and not rest:  # too many of them: they come from these keys
+                return written.get("outputs") or written.get("validation") or ()
+            if part == "validation_criteria" and not rest:
+                return written.get("validation", ())
+            if part == "expected_outputs":
                 base, keymap = output_origins[rest[0]]
                 return (*base, *keymap.get(rest[1], ())) if len(rest) > 1 else base
-            if part == "validation_criteria" and rest:
+            if part == "validation_criteria":
                 base, keymap, _ = criterion_origins[rest[0]]
                 return (*base, *keymap.get(rest[1], rest[1:2]), *rest[2:]) if len(rest) > 1 else base
             if part == "configuration" and rest:
@@ -390,7 +394,7 @@ class _Reader:
             self.add(name, (), f"the top level must be a mapping of the workflow's settings, not {_kind(data)}", index)
             return {}
         keys = self.keys(name, index, data, CONFIG_KEYS, what="phases_config.yaml")
-        settings_ = {
+        result_settings = {
             canonical: value
             for canonical, (_, value) in keys.items()
             if canonical in ("has_result", "result_criteria", "on_result_found") and value is not None
@@ -417,8 +421,8 @@ class _Reader:
             return loc
 
         stand_in = {"name": "workflow", "phases": [{"id": "P", "name": "P"}]}
-        self.validate(name, index, WorkflowDefinition, {**stand_in, **settings_}, locate)
-        return settings_
+        self.validate(name, index, WorkflowDefinition, {**stand_in, **result_settings}, locate)
+        return result_settings
 
 
 def _phase_files(reader, folder):

@@ -494,3 +494,23 @@ def test_a_folder_of_too_many_phases_is_refused(tmp_path):
 def test_a_missing_folder_is_refused(tmp_path):
     with pytest.raises(CommandError, match="no-such-flow: 1 problem found\n  .*no-such-flow: cannot read the file"):
         run(tmp_path / "no-such-flow")
+
+
+def test_too_many_outputs_are_refused_at_their_key(folder):
+    write(folder, "03_implementation.yaml", "description: Build it.\noutputs:\n" + "  - a file\n" * 51)
+    assert problems_of(folder) == [
+        "03_implementation.yaml:2: outputs: list should have at most 50 items after validation, not 51"
+    ]
+
+
+def test_a_file_check_by_pattern_expects_files_matching_it(folder):
+    write(
+        folder,
+        "03_implementation.yaml",
+        "description: Build it.\nvalidation:\n  criteria:\n"
+        "    - {description: Code is written, check_type: file_exists, pattern: 'src/**/*.py'}\n",
+    )
+    implementation = load_folder(folder).phases.get(key="PHASE_IMPLEMENTATION")
+    assert implementation.expected_outputs == [
+        {"type": "file", "pattern": "src/**/*.py", "required": True, "validation_rule": "Code is written"}
+    ]
