@@ -204,12 +204,14 @@ def _lock_columns(*, column, wanted, from_phase_id=None):
     read_here = from_phase_id is not None and not isinstance(from_phase_id, int)
     if read_here:
         locked = locked.annotate(seen_phase_id=from_phase_id)
-    if column is None:
+    if column is None and from_phase_id is not None:
         locked = locked.annotate(is_target=target)
     found = list(locked.order_by("pk"))
     seen = (found[0].seen_phase_id if found else None) if read_here else from_phase_id
     if column is not None:
         return next((c for c in found if c.pk == column.pk), None), seen
+    if from_phase_id is None:
+        return (found[0] if found else None), seen  # only target columns were locked
     return next((c for c in found if c.is_target), None), seen
 
 
